@@ -1,0 +1,84 @@
+"""Base classes for the three kinds of plugin: sources, classifiers and sinks.
+
+A plugin class names its config `type` in `name`, declares its options as a pydantic model in
+`Options`, and is registered through the hooks in `livewatch.hookspecs`. The daemon builds one
+instance per config section: `cls(options, instance=...)`.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .contract import Detection, Segment
+
+
+class Options(BaseModel):
+    """Base for plugin options: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component:
+    #: the `type` that selects this plugin in the config
+    name: ClassVar[str] = ""
+    #: one line for `livewatch plugins`
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = Options
+
+    def __init__(self, options: BaseModel | None = None, *, instance: str | None = None):
+        self.options = options if options is not None else type(self).Options()
+        self.instance = instance or self.name
+
+    async def start(self) -> None:
+        """Open connections, load models, check that what the config names exists."""
+
+    async def close(self) -> None:
+        """Release everything `start` took; called once, also after a failed start."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.instance!r}>"
+
+
+Emit = Callable[[Segment], Awaitable[None]]
+
+
+class Source(Component):
+    """Finds new segments and hands them to the daemon.
+
+    `run` calls `emit(segment)` for each new segment; `emit` waits while the daemon's queue is
+    full, which is how backpressure reaches the source. `run` returns when the source is exhausted
+    (a one-shot list) and runs until cancelled otherwise.
+    """
+
+    async def run(self, emit: Emit) -> None:
+        raise NotImplementedError
+
+    async def ack(self, segment: Segment) -> None:
+        """Every sink has written this segment's detection: never deliver it again."""
+
+    async def release(self, segment: Segment) -> None:
+        """The segment failed for a transient reason: deliver it again later (default: do nothing,
+        the source's own redelivery—a visibility timeout, a restart—brings it back)."""
+
+
+class Classifier(Component):
+    """Turns a segment into a detection. Blocking work (decoding, inference) runs in executors.
+
+    Raise `SegmentError` for a segment that can never succeed and `TransientError` for one that
+    may succeed later; the daemon turns them into an error detection or a redelivery.
+    """
+
+    #: how many segments this classifier can usefully work on at once
+    concurrency: int = 1
+
+    async def classify(self, segment: Segment) -> Detection:
+        raise NotImplementedError
+
+
+class Sink(Component):
+    """Writes detections somewhere. `write` returns only once the detection is durable, and
+    writing the same segment twice leaves one record (the daemon delivers at least once)."""
+
+    async def write(self, detection: Detection) -> None:
+        raise NotImplementedError

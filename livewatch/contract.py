@@ -1,0 +1,98 @@
+"""The data contract between sources, classifiers and sinks (see DESIGN.md, "Data contract").
+
+A source yields `Segment`s; a classifier turns each into a `Detection`; every sink writes every
+detection; then the segment is acknowledged to its source through its `ack` handle.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, BinaryIO, Callable
+
+from pydantic import BaseModel, Field
+
+
+@dataclass(eq=False)
+class Segment:
+    """One media segment to classify.
+
+    `open` returns a fresh binary file object positioned at the start of the segment's bytes; it is
+    called from an executor thread, so it may block. `ack_handle` is opaque to everybody but the
+    source that made the segment.
+    """
+
+    uri: str
+    stream: str
+    open: Callable[[], BinaryIO]
+    source: str = ""
+    sequence: int | None = None
+    start: datetime | None = None
+    duration: float | None = None
+    ack_handle: Any = None
+    size: int | None = None
+    #: wall-clock time (time.time()) the source saw the segment complete; latency counts from here
+    arrived_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        """The identity sinks use for idempotent writes: the same segment always has the same key."""
+        return self.uri
+
+
+class Label(BaseModel):
+    label: str
+    probability: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str = ""
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Detection(BaseModel):
+    """What livewatch concluded about one segment: a label, or an `error` a user can act on."""
+
+    uri: str
+    stream: str
+    sequence: int | None = None
+    start: datetime | None = None
+    duration: float | None = None
+    label: str | None = None
+    probability: float | None = None
+    top_k: list[Label] = Field(default_factory=list)
+    model: ModelInfo | None = None
+    frames: list[int] = Field(default_factory=list)
+    decode_ms: float | None = None
+    infer_ms: float | None = None
+    latency_ms: float | None = None
+    created_at: str = Field(default_factory=utc_now_iso)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def for_segment(cls, segment: Segment, **fields: Any) -> "Detection":
+        """A detection that carries the segment's identity fields."""
+        return cls(
+            uri=segment.uri,
+            stream=segment.stream,
+            sequence=segment.sequence,
+            start=segment.start,
+            duration=segment.duration,
+            **fields,
+        )
+
+    @classmethod
+    def failed(cls, segment: Segment, error: str, **fields: Any) -> "Detection":
+        return cls.for_segment(segment, error=error, **fields)
+
+    def with_latency_from(self, segment: Segment) -> "Detection":
+        self.latency_ms = round((time.time() - segment.arrived_at) * 1000.0, 1)
+        return self

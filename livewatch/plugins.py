@@ -1,0 +1,138 @@
+"""The plugin manager: built-ins and entry-point plugins, registered through the same hooks.
+
+Rules:
+- Third-party plugins are found through the ``livewatch`` entry-point group.
+- ``LIVEWATCH_DISABLED_PLUGINS`` (comma-separated plugin names, built-ins included, e.g.
+  ``livewatch.sinks.stdout``) blocks plugins; ``LIVEWATCH_TRACE_PLUGINS=1`` logs every hook call.
+- Name clash: two plugins that register the same type name for the same kind of component are an
+  error that names both; disable one of them to choose.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import pluggy
+
+from . import hookspecs
+from .components import Classifier, Component, Sink, Source
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "livewatch"
+
+DEFAULT_PLUGINS = (
+    "livewatch.sources.folder",
+    "livewatch.model.i3d_classifier",
+    "livewatch.sinks.local",
+    "livewatch.sinks.stdout",
+)
+
+KINDS = {"source": Source, "classifier": Classifier, "sink": Sink}
+
+
+@dataclass(frozen=True)
+class Registered:
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str  # the plugin (module or entry point) that registered it
+    distribution: str  # "livewatch (built-in)" or "package version"
+
+    @property
+    def summary(self) -> str:
+        doc_lines = (self.cls.__doc__ or "").strip().splitlines()
+        return self.cls.summary or (doc_lines[0] if doc_lines else "")
+
+
+class Registry:
+    """Every source, classifier and sink class that the loaded plugins registered."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        self.entries: dict[tuple[str, str], Registered] = {}
+        dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
+        for plugin_name, plugin in pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
+            dist = dists.get(id(plugin))
+            where = f"{dist.project_name} {dist.version}" if dist else "livewatch (built-in)"
+            for kind, hook in (
+                ("source", plugin_hook(plugin, "register_sources")),
+                ("classifier", plugin_hook(plugin, "register_classifiers")),
+                ("sink", plugin_hook(plugin, "register_sinks")),
+            ):
+                if hook is not None:
+                    hook(lambda cls, _k=kind: self._add(_k, cls, plugin_name, where))
+
+    def _add(self, kind: str, cls: type[Component], plugin: str, where: str) -> None:
+        base = KINDS[kind]
+        if not (isinstance(cls, type) and issubclass(cls, base)) or not cls.name:
+            raise ConfigError(
+                f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of "
+                f"livewatch.components.{base.__name__} with a `name`"
+            )
+        key = (kind, cls.name)
+        if key in self.entries:
+            other = self.entries[key]
+            raise ConfigError(
+                f"two plugins register a {kind} named {cls.name!r}: {other.plugin} ({other.distribution}) "
+                f"and {plugin} ({where}); disable one with LIVEWATCH_DISABLED_PLUGINS"
+            )
+        self.entries[key] = Registered(kind, cls.name, cls, plugin, where)
+
+    def get(self, kind: str, name: str) -> Registered:
+        try:
+            return self.entries[(kind, name)]
+        except KeyError:
+            known = ", ".join(sorted(n for k, n in self.entries if k == kind)) or "none"
+            raise ConfigError(
+                f"unknown {kind} type {name!r}; installed {kind}s: {known} "
+                f"(`livewatch plugins` lists them and where they come from)"
+            ) from None
+
+    def of_kind(self, kind: str) -> list[Registered]:
+        return sorted((e for e in self.entries.values() if e.kind == kind), key=lambda e: e.name)
+
+
+def plugin_hook(plugin, hook_name):
+    """The plugin's own implementation of a hook, called on that plugin alone, so that the
+    registry knows which plugin registered what."""
+    fn = getattr(plugin, hook_name, None)
+    return fn if callable(fn) else None
+
+
+def _disabled() -> set[str]:
+    return {p.strip() for p in os.environ.get("LIVEWATCH_DISABLED_PLUGINS", "").split(",") if p.strip()}
+
+
+def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("livewatch")
+    pm.add_hookspecs(hookspecs)
+    for name in _disabled():
+        pm.set_blocked(name)
+    for module_name in DEFAULT_PLUGINS:
+        if pm.is_blocked(module_name):
+            continue
+        pm.register(importlib.import_module(module_name), name=module_name)
+    if load_entry_points:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()  # a misspelled hook implementation fails loudly
+    if os.environ.get("LIVEWATCH_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: log.info("plugin trace: %s", msg.rstrip()))
+        pm.enable_tracing()
+    return pm
+
+
+@cache
+def registry() -> Registry:
+    """The process-wide registry (built once; tests build their own with `Registry(pm)`)."""
+    return Registry(make_plugin_manager())
+
+
+def extend_cli(cli) -> None:
+    registry().pm.hook.register_commands(cli=cli)

@@ -1,0 +1,1 @@
+"""Test helpers and fixtures: models (being written)."""

@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on the embedded default: folder source -> in-process I3D -> local store + stdout.
+# MODEL=path/to/model (a directory, model.tar.gz or s3:// URI) overrides the model-zoo default.
 run: $(STAMP)
-	$(BIN)/livewatch run --config livewatch.toml
+	mkdir -p live
+	$(BIN)/livewatch run --config livewatch.toml $(if $(MODEL),--model $(MODEL))
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -55,19 +55,21 @@ class Registry:
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
         self.entries: dict[tuple[str, str], Registered] = {}
-        dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
-        for plugin_name, plugin in pm.list_name_plugin():
-            if plugin is None:  # blocked
-                continue
-            dist = dists.get(id(plugin))
-            where = f"{dist.project_name} {dist.version}" if dist else "livewatch (built-in)"
-            for kind, hook in (
-                ("source", plugin_hook(plugin, "register_sources")),
-                ("classifier", plugin_hook(plugin, "register_classifiers")),
-                ("sink", plugin_hook(plugin, "register_sinks")),
-            ):
-                if hook is not None:
-                    hook(lambda cls, _k=kind: self._add(_k, cls, plugin_name, where))
+        dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+        hooks = {
+            "source": pm.hook.register_sources,
+            "classifier": pm.hook.register_classifiers,
+            "sink": pm.hook.register_sinks,
+        }
+        # Each implementation is called on its own so the registry knows which plugin (and which
+        # distribution) registered each class: `livewatch plugins` shows it, clashes name both.
+        for kind, hook in hooks.items():
+            for impl in hook.get_hookimpls():
+                dist = dists.get(id(impl.plugin))
+                where = f"{dist.project_name} {dist.version}" if dist else "livewatch (built-in)"
+                impl.function(
+                    register=lambda cls, k=kind, p=impl.plugin_name, w=where: self._add(k, cls, p, w)
+                )
 
     def _add(self, kind: str, cls: type[Component], plugin: str, where: str) -> None:
         base = KINDS[kind]
@@ -97,13 +99,6 @@ class Registry:
 
     def of_kind(self, kind: str) -> list[Registered]:
         return sorted((e for e in self.entries.values() if e.kind == kind), key=lambda e: e.name)
-
-
-def plugin_hook(plugin, hook_name):
-    """The plugin's own implementation of a hook, called on that plugin alone, so that the
-    registry knows which plugin registered what."""
-    fn = getattr(plugin, hook_name, None)
-    return fn if callable(fn) else None
 
 
 def _disabled() -> set[str]:

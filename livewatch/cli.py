@@ -1,0 +1,197 @@
+"""The `livewatch` command line. Plugins add commands through the `register_commands` hook."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ConfigError, LivewatchError
+
+log = logging.getLogger("livewatch")
+
+config_option = click.option(
+    "--config", "-c", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="TOML config file (default: ./livewatch.toml if it exists).",
+)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+class LivewatchGroup(click.Group):
+    """Turns livewatch's own errors into a one-line message and exit status 2 (config) or 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except LivewatchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=LivewatchGroup)
+@click.version_option(__version__, prog_name="livewatch")
+def cli():
+    """livewatch: activity detection on live HLS video.
+
+    Sources find new segments, a classifier labels the activity in each, and sinks store the
+    detections. `livewatch run` is the daemon; the other commands inspect and help.
+    """
+
+
+@cli.command()
+@config_option
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Watch this folder instead of the configured sources.")
+@click.option("--model", help="Model: a directory, a model.tar.gz, an s3:// URI or a GluonCV model-zoo name.")
+@click.option("--workers", type=click.IntRange(min=1), help="Segments classified at once.")
+@click.option("--once", is_flag=True, help="Process the segments already in the folder, then exit.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def run(config, folder, model, workers, once, log_level):
+    """Run the daemon until SIGINT/SIGTERM (or, with --once, until the folder is done)."""
+    from .daemon import Daemon
+    from .settings import ComponentConfig, load_settings
+    from .wiring import build
+
+    overrides: dict = {}
+    if folder:
+        overrides["sources"] = [ComponentConfig(type="folder", path=str(folder))]
+    daemon_overrides = {k: v for k, v in (("workers", workers), ("log_level", log_level)) if v}
+    settings = load_settings(config, **overrides)
+    if model:  # --model keeps the configured classifier type and its other options
+        classifier = settings.classifier.model_dump()
+        settings.classifier = ComponentConfig(**{**classifier, "model": model})
+    if daemon_overrides:
+        settings.daemon = settings.daemon.model_copy(update=daemon_overrides)
+    if once:
+        settings.sources = [
+            ComponentConfig(**{**s.model_dump(), "once": True}) if s.type == "folder" else s
+            for s in settings.sources
+        ]
+    setup_logging(settings.daemon.log_level)
+    components = build(settings)
+    daemon = Daemon(components.sources, components.classifier, components.sinks, settings.daemon)
+    stats = asyncio.run(daemon.run())
+    if once and stats.released:
+        sys.exit(1)  # some segments failed transiently and are still to do
+
+
+@cli.command()
+@config_option
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", help="Model to use (default: the configured classifier's).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto",
+              help="Output format (auto: text in a terminal, JSON lines when piped).")
+def classify(config, files, model, fmt):
+    """Classify video files without starting the daemon: one detection per file.
+
+    Exits 1 if any file could not be classified (its detection says why).
+    """
+    from .classify import classify_files
+
+    setup_logging("WARNING")
+    ok = asyncio.run(classify_files(config, list(files), model=model, fmt=fmt))
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+@click.option("--options", "show_options", is_flag=True, help="Also list each plugin's options.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(show_options, as_json):
+    """List the installed sources, classifiers and sinks, and where each comes from."""
+    from .plugins import registry
+    from .plugin_docs import describe_options
+
+    entries = sorted(registry().entries.values(), key=lambda e: (e.kind, e.name))
+    if as_json:
+        click.echo(json.dumps([
+            {"kind": e.kind, "name": e.name, "plugin": e.plugin, "distribution": e.distribution,
+             "summary": e.summary, "options": describe_options(e.cls.Options)}
+            for e in entries
+        ], indent=2))
+        return
+    for e in entries:
+        click.echo(f"{e.kind:<10} {e.name:<12} {e.summary}")
+        click.echo(f"{'':<23} from {e.plugin} ({e.distribution})")
+        if show_options:
+            for opt in describe_options(e.cls.Options):
+                default = "" if opt["required"] else f" = {opt['default']!r}"
+                click.echo(f"{'':<25} {opt['name']}: {opt['type']}{default}  {opt['description']}")
+
+
+@cli.command()
+@config_option
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The local store's file (default: the configured local sink's).")
+@click.option("--stream", help="Only this stream.")
+@click.option("--since", help="Only detections at or after: an age like 10m, 2h, 1d, or an ISO time.")
+@click.option("--until", help="Only detections before: an age or an ISO time.")
+@click.option("--errors", is_flag=True, help="Only error detections.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="The newest N detections.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto")
+def detections(config, db, stream, since, until, errors, limit, fmt):
+    """Show detections from the local store, oldest first."""
+    from .settings import load_settings
+    from .sinks.local import DEFAULT_PATH, LocalStore
+    from .sinks.stdout import formatter_for
+
+    if db is None:
+        settings = load_settings(config)
+        local = [s for s in settings.sinks if s.type == "local"]
+        db = Path(local[0].options.get("path", DEFAULT_PATH)) if local else Path(DEFAULT_PATH)
+    if not db.is_file():
+        raise ConfigError(f"no local store at {db} (has the daemon run yet? --db names another file)")
+    store = LocalStore(db)
+    try:
+        rows = store.query(stream=stream, since=parse_time(since), until=parse_time(until),
+                           errors_only=errors, limit=limit)
+    finally:
+        store.close()
+    formatter = formatter_for(fmt, sys.stdout)
+    for detection in rows:
+        click.echo(formatter(detection))
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """`10m`, `2h`, `1d` ago, or an ISO-8601 time (UTC unless it says otherwise)."""
+    if not value:
+        return None
+    match = _AGE.match(value.strip())
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return datetime.now(timezone.utc) - timedelta(**{unit: float(match.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use an age like 10m, 2h, 1d or an ISO time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def main() -> None:
+    from .plugins import extend_cli
+
+    try:
+        extend_cli(cli)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    cli()

@@ -1,0 +1,261 @@
+"""The asyncio core: sources -> bounded queue -> classifier workers -> every sink -> ack.
+
+Ownership: `Daemon.run` owns every task it starts (one per source, one per worker) and cancels
+and awaits all of them before it returns, whatever happens. Blocking work never runs here: the
+classifier runs decoding and inference in its own executor, and sinks do their I/O off the loop.
+
+Delivery (DESIGN.md): a segment is acknowledged to its source only after every sink wrote its
+detection. A segment that can never succeed becomes an error detection and is acknowledged; one
+that failed transiently (classifier or sink) is released back to its source unacknowledged.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from .components import Classifier, Sink, Source
+from .contract import Detection, Segment
+from .errors import SegmentError, TransientError
+from .settings import DaemonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    """Counters for what happened to the segments this run (they feed logs and metrics)."""
+
+    received: int = 0
+    classified: int = 0
+    failed: int = 0  # error detections written (bad segments)
+    released: int = 0  # returned to their source unacknowledged (transient failures, shutdown)
+    acked: int = 0
+    per_stream: dict[str, int] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(
+        self,
+        sources: list[Source],
+        classifier: Classifier,
+        sinks: list[Sink],
+        settings: DaemonSettings | None = None,
+    ):
+        self.sources = sources
+        self.classifier = classifier
+        self.sinks = sinks
+        self.settings = settings or DaemonSettings()
+        self.stats = Stats()
+        self._queue: asyncio.Queue[tuple[Source, Segment]] = asyncio.Queue(self.settings.queue_size)
+        self._stopping = asyncio.Event()
+        self._in_flight: dict[asyncio.Task, tuple[Source, Segment]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, handle_signals: bool = True) -> Stats:
+        """Run until every source is exhausted (one-shot sources) or `stop()` / a signal."""
+        started = []
+        try:
+            # Sinks first (a missing table fails before any work), then the model, then the
+            # sources, so that nothing is pulled before it can be classified and written.
+            for component in [*self.sinks, self.classifier, *self.sources]:
+                log.info("starting %s %r", type(component).__name__, component.instance)
+                started.append(component)
+                await component.start()
+            if handle_signals:
+                self._install_signal_handlers()
+            await self._serve()
+        finally:
+            if handle_signals:
+                self._remove_signal_handlers()
+            for component in reversed(started):
+                try:
+                    await component.close()
+                except Exception:
+                    log.exception("closing %r failed", component)
+        log.info(
+            "stopped: %d received, %d classified, %d error detections, %d released, %d acknowledged",
+            self.stats.received, self.stats.classified, self.stats.failed,
+            self.stats.released, self.stats.acked,
+        )
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop pulling new segments; in-flight ones get `shutdown_timeout` seconds to finish."""
+        if not self._stopping.is_set():
+            log.info("stopping: no new segments; waiting up to %.0fs for %d in flight",
+                     self.settings.shutdown_timeout, len(self._in_flight))
+            self._stopping.set()
+
+    async def _serve(self) -> None:
+        source_tasks = [
+            asyncio.create_task(self._run_source(s), name=f"source:{s.instance}") for s in self.sources
+        ]
+        workers = [
+            asyncio.create_task(self._worker(), name=f"worker:{i}")
+            for i in range(self.settings.workers)
+        ]
+        sources_done = asyncio.gather(*source_tasks)
+        stopping = asyncio.create_task(self._stopping.wait(), name="stop-signal")
+        try:
+            await asyncio.wait({sources_done, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if sources_done.done():
+                sources_done.result()  # a source that crashed stops the daemon with its error
+                # One-shot sources are exhausted: finish what is queued, unless told to stop.
+                joined = asyncio.create_task(self._queue.join(), name="drain")
+                await asyncio.wait({joined, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                joined.cancel()
+        finally:
+            stopping.cancel()
+            for task in source_tasks:
+                task.cancel()
+            await asyncio.gather(*source_tasks, return_exceptions=True)
+            await self._release_queued()
+            await self._finish_in_flight(workers)
+
+    async def _finish_in_flight(self, workers: list[asyncio.Task]) -> None:
+        for worker in workers:
+            worker.cancel()  # idle workers stop at once; busy ones are shielded below
+        if self._in_flight:
+            done, pending = await asyncio.wait(
+                self._in_flight, timeout=self.settings.shutdown_timeout
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:
+                source, segment = self._in_flight.pop(task, (None, None))
+                if source is not None:
+                    await self._release(source, segment, "it did not finish within the shutdown timeout")
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _release_queued(self) -> None:
+        while not self._queue.empty():
+            source, segment = self._queue.get_nowait()
+            self._queue.task_done()
+            await self._release(source, segment, "shutting down before it was classified")
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    # -- the pipeline ----------------------------------------------------------------------------
+
+    async def _run_source(self, source: Source) -> None:
+        async def emit(segment: Segment) -> None:
+            segment.source = segment.source or source.instance
+            self.stats.received += 1
+            log.info("segment %s received from %s (stream %s)", segment.uri, source.instance,
+                     segment.stream)
+            await self._queue.put((source, segment))
+
+        await source.run(emit)
+        log.info("source %r has no more segments", source.instance)
+
+    async def _worker(self) -> None:
+        while True:
+            source, segment = await self._queue.get()
+            # The segment's own task is shielded from the worker's cancellation, so a shutdown
+            # lets it finish within the grace period instead of abandoning it half-written.
+            task = asyncio.create_task(self._handle(source, segment), name=f"segment:{segment.uri}")
+            self._in_flight[task] = (source, segment)
+            try:
+                await asyncio.shield(task)
+                del self._in_flight[task]
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise  # shutting down: _finish_in_flight waits for the task
+                self._in_flight.pop(task, None)
+            except Exception:
+                self._in_flight.pop(task, None)
+                log.exception("segment %s: unexpected failure; it was not acknowledged", segment.uri)
+            finally:
+                self._queue.task_done()
+
+    async def _handle(self, source: Source, segment: Segment) -> None:
+        detection = await self._classify(source, segment)
+        if detection is None:
+            return
+        detection.with_latency_from(segment)
+        try:
+            await asyncio.gather(*(self._write(sink, detection) for sink in self.sinks))
+        except Exception as exc:
+            await self._release(source, segment, f"a sink failed: {exc}")
+            return
+        if detection.ok:
+            self.stats.classified += 1
+        else:
+            self.stats.failed += 1
+        self.stats.per_stream[segment.stream] = self.stats.per_stream.get(segment.stream, 0) + 1
+        try:
+            await source.ack(segment)
+            self.stats.acked += 1
+        except Exception:
+            log.exception("segment %s: acknowledging to %s failed; it may be delivered again "
+                          "(its detection is written, and a rewrite is idempotent)", segment.uri,
+                          source.instance)
+
+    async def _classify(self, source: Source, segment: Segment) -> Detection | None:
+        try:
+            return await classify_segment(self.classifier, segment, self.settings.segment_timeout)
+        except TransientError as exc:
+            await self._release(source, segment, str(exc))
+            return None
+
+    async def _write(self, sink: Sink, detection: Detection) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.settings.sink_retries + 1),
+            wait=wait_random_exponential(multiplier=0.2, max=10),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    await sink.write(detection)
+                except TransientError as exc:
+                    log.warning("segment %s: sink %r failed (attempt %d): %s", detection.uri,
+                                sink.instance, attempt.retry_state.attempt_number, exc)
+                    raise
+                except Exception:
+                    log.exception("segment %s: sink %r failed", detection.uri, sink.instance)
+                    raise
+
+    async def _release(self, source: Source, segment: Segment, why: str) -> None:
+        self.stats.released += 1
+        log.warning("segment %s: not acknowledged (%s); it will be delivered again", segment.uri, why)
+        try:
+            await source.release(segment)
+        except Exception:
+            log.exception("segment %s: releasing to %s failed", segment.uri, source.instance)
+
+
+async def classify_segment(classifier: Classifier, segment: Segment, timeout: float) -> Detection:
+    """Classify one segment; every failure that can never succeed becomes an error detection.
+
+    Raises only TransientError (try again later) and CancelledError.
+    """
+    try:
+        return await asyncio.wait_for(classifier.classify(segment), timeout)
+    except SegmentError as exc:
+        log.warning("segment %s: %s", segment.uri, exc)
+        return Detection.failed(segment, str(exc))
+    except TransientError:
+        raise
+    except asyncio.TimeoutError:
+        log.error("segment %s: classification took longer than %.0fs", segment.uri, timeout)
+        return Detection.failed(
+            segment, f"classification took longer than daemon.segment_timeout={timeout:g}s"
+        )
+    except Exception as exc:  # a bug or an unforeseen input: record it, keep the daemon up
+        log.exception("segment %s: classifier %r failed", segment.uri, classifier.instance)
+        return Detection.failed(segment, f"classifier failed: {type(exc).__name__}: {exc}")

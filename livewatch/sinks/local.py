@@ -1,0 +1,154 @@
+"""The `local` sink, the default: an embedded SQLite store of detections, one row per segment.
+
+SQLite because it is in the standard library, durable (WAL + synchronous=FULL: `write` returns
+only once the row is on disk, which is what lets the daemon acknowledge), and queryable by
+`livewatch detections`. Writes are upserts keyed by the segment URI, so redelivery leaves one row.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import Field
+
+from ..components import Options, Sink
+from ..contract import Detection
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+
+DEFAULT_PATH = "livewatch-data/detections.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS detections (
+    uri         TEXT PRIMARY KEY,
+    stream      TEXT NOT NULL,
+    sequence    INTEGER,
+    at          TEXT NOT NULL,  -- UTC ISO-8601: the segment's program date-time, else created_at
+    label       TEXT,
+    probability REAL,
+    error       TEXT,
+    created_at  TEXT NOT NULL,
+    detection   TEXT NOT NULL   -- the whole detection as JSON
+);
+CREATE INDEX IF NOT EXISTS detections_stream_at ON detections (stream, at);
+"""
+
+UPSERT = """
+INSERT INTO detections (uri, stream, sequence, at, label, probability, error, created_at, detection)
+VALUES (:uri, :stream, :sequence, :at, :label, :probability, :error, :created_at, :detection)
+ON CONFLICT (uri) DO UPDATE SET
+    stream = excluded.stream, sequence = excluded.sequence, at = excluded.at,
+    label = excluded.label, probability = excluded.probability, error = excluded.error,
+    created_at = excluded.created_at, detection = excluded.detection
+"""
+
+
+def iso_utc(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LocalStore:
+    """Blocking access to the store; the sink calls it from its own thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def write(self, d: Detection) -> None:
+        with self.db:
+            self.db.execute(UPSERT, {
+                "uri": d.uri,
+                "stream": d.stream,
+                "sequence": d.sequence,
+                "at": iso_utc(d.start) if d.start else d.created_at,
+                "label": d.label,
+                "probability": d.probability,
+                "error": d.error,
+                "created_at": d.created_at,
+                "detection": d.model_dump_json(),
+            })
+
+    def query(
+        self,
+        stream: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        errors_only: bool = False,
+        limit: int | None = None,
+    ) -> list[Detection]:
+        """Detections in time order (oldest first); `limit` keeps the newest ones."""
+        where, args = [], []
+        if stream:
+            where.append("stream = ?")
+            args.append(stream)
+        if since:
+            where.append("at >= ?")
+            args.append(iso_utc(since))
+        if until:
+            where.append("at < ?")
+            args.append(iso_utc(until))
+        if errors_only:
+            where.append("error IS NOT NULL")
+        sql = "SELECT detection FROM detections"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, sequence DESC, uri DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.db.execute(sql, args).fetchall()
+        return [Detection.model_validate(json.loads(r["detection"])) for r in reversed(rows)]
+
+    def streams(self) -> list[tuple[str, int, str]]:
+        """(stream, detections, latest time) for each stream."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT stream, COUNT(*), MAX(at) FROM detections GROUP BY stream ORDER BY stream")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LocalOptions(Options):
+    path: Path = Field(Path(DEFAULT_PATH), description="the SQLite file (created if missing)")
+
+
+class LocalSink(Sink):
+    """Stores detections in an embedded SQLite file (the default sink)."""
+
+    name = "local"
+    Options = LocalOptions
+
+    async def start(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.instance}")
+        try:
+            self._store = await self._run(LocalStore, self.options.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"sink {self.instance!r}: cannot open {self.options.path}: {exc}") from exc
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def write(self, detection: Detection) -> None:
+        await self._run(self._store.write, detection)
+
+    async def close(self) -> None:
+        if getattr(self, "_store", None) is not None:
+            await self._run(self._store.close)
+        if getattr(self, "_thread", None) is not None:
+            self._thread.shutdown(wait=True)
+
+
+@hookimpl
+def register_sinks(register):
+    register(LocalSink)

@@ -1,0 +1,68 @@
+"""The command line as a user runs it: the installed `livewatch` script, as a subprocess."""
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from livewatch.contract import Detection
+from livewatch.sinks.local import LocalStore
+
+LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
+
+
+def lw(*args, cwd=None, check=False):
+    return subprocess.run([LIVEWATCH, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          check=check, timeout=120)
+
+
+def test_help_lists_the_commands():
+    out = lw("--help", check=True).stdout
+    for command in ("run", "classify", "plugins", "detections"):
+        assert f"  {command} " in out
+
+
+def test_plugins_lists_builtins_with_options():
+    out = lw("plugins", "--options", check=True).stdout
+    assert "source     folder" in out and "sink       local" in out and "classifier i3d" in out
+    assert "path: Path = 'livewatch-data/detections.db'" in out
+    data = json.loads(lw("plugins", "--json", check=True).stdout)
+    local = next(p for p in data if p["name"] == "local")
+    assert local["options"][0]["name"] == "path" and local["distribution"] == "livewatch (built-in)"
+
+
+def test_bad_config_fails_before_start_and_names_the_field(tmp_path):
+    (tmp_path / "lw.toml").write_text(
+        '[classifier]\ntype = "i3d"\ntop_k = 0\n\n[[sinks]]\ntype = "local"\npaht = "x.db"\n\n'
+        '[[sinks]]\ntype = "nosuch"\n'
+    )
+    result = lw("run", "--config", tmp_path / "lw.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "classifier.top_k: Input should be greater than or equal to 1" in result.stderr
+    assert "sinks.0.paht: unknown option" in result.stderr
+    assert "sinks.1.type: unknown sink type 'nosuch'; installed sinks: local, stdout" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_detections_queries_the_configured_store(tmp_path):
+    db = tmp_path / "data" / "d.db"
+    store = LocalStore(db)
+    now = datetime.now(timezone.utc)
+    for i, (stream, minutes_ago) in enumerate([("cam1", 30), ("cam1", 5), ("cam2", 1)]):
+        store.write(Detection(uri=f"/l/{i}.ts", stream=stream, sequence=i, label="walk",
+                              probability=0.5, start=now - timedelta(minutes=minutes_ago)))
+    store.close()
+    (tmp_path / "livewatch.toml").write_text(f'[[sinks]]\ntype = "local"\npath = "{db}"\n')
+
+    out = lw("detections", "--stream", "cam1", "--since", "10m", "--format", "json", cwd=tmp_path,
+             check=True).stdout
+    assert [json.loads(line)["uri"] for line in out.splitlines()] == ["/l/1.ts"]
+    text = lw("detections", "--format", "text", cwd=tmp_path, check=True).stdout.splitlines()
+    assert len(text) == 3 and "cam2 #2  walk  0.50" in text[-1]
+
+    missing = lw("detections", "--db", tmp_path / "nope.db", cwd=tmp_path)
+    assert missing.returncode == 2 and "no local store at" in missing.stderr
+    bad = lw("detections", "--since", "yesterday", cwd=tmp_path)
+    assert bad.returncode == 2 and "use an age like 10m" in bad.stderr

@@ -1,0 +1,249 @@
+"""The daemon's delivery rules, driven in-process with small components that record what happens.
+
+The classifier here reads each segment's bytes in an executor and labels it with their text (or
+fails the way the text says), so every delivery path can be provoked on purpose; the sink is the
+real local store.
+"""
+import asyncio
+import io
+import time
+
+import pytest
+
+from livewatch.components import Classifier, Sink, Source
+from livewatch.contract import Detection, Segment
+from livewatch.daemon import Daemon
+from livewatch.errors import SegmentError, TransientError
+from livewatch.settings import DaemonSettings
+from livewatch.sinks.local import LocalSink, LocalStore
+
+
+class ListSource(Source):
+    name = "list"
+
+    def __init__(self, payloads, events, hold_open=False):
+        super().__init__()
+        self.payloads, self.events, self.hold_open = payloads, events, hold_open
+        self.acked, self.released, self.emitted = [], [], 0
+
+    async def run(self, emit):
+        for i, payload in enumerate(self.payloads):
+            seg = Segment(uri=f"mem://{i}", stream="s", sequence=i,
+                          open=lambda p=payload: io.BytesIO(p))
+            await emit(seg)
+            self.emitted += 1
+        if self.hold_open:
+            await asyncio.Event().wait()
+
+    async def ack(self, segment):
+        self.events.append(("ack", segment.uri))
+        self.acked.append(segment.uri)
+
+    async def release(self, segment):
+        self.released.append(segment.uri)
+
+
+class TextClassifier(Classifier):
+    """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
+    `slow:<s>` sleeps in the executor first."""
+
+    name = "text"
+
+    def __init__(self):
+        super().__init__()
+        self.flaky_seen = set()
+        self.running = 0
+        self.max_running = 0
+
+    def _read(self, segment):
+        data = segment.open().read().decode()
+        if data.startswith("slow:"):
+            time.sleep(float(data.split(":")[1]))
+        return data
+
+    async def classify(self, segment):
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(None, self._read, segment)
+        finally:
+            self.running -= 1
+        if not data:
+            raise SegmentError("segment is empty (0 bytes)")
+        if data == "flaky" and segment.uri not in self.flaky_seen:
+            self.flaky_seen.add(segment.uri)
+            raise TransientError("model server busy")
+        return Detection.for_segment(segment, label=data, probability=1.0)
+
+
+class RecordingSink(Sink):
+    """Wraps the real local store; can fail its first `failures` writes (transiently or not)."""
+
+    name = "recording"
+
+    def __init__(self, path, events, failures=0, transient=True):
+        super().__init__()
+        self.inner = LocalSink(LocalSink.Options(path=path))
+        self.events, self.failures, self.transient = events, failures, transient
+        self.attempts = 0
+
+    async def start(self):
+        await self.inner.start()
+
+    async def close(self):
+        await self.inner.close()
+
+    async def write(self, detection):
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise (TransientError if self.transient else RuntimeError)("table is throttled")
+        await self.inner.write(detection)
+        self.events.append(("write", detection.uri))
+
+
+def rows(path):
+    store = LocalStore(path)
+    try:
+        return {d.uri: d for d in store.query()}
+    finally:
+        store.close()
+
+
+async def run_daemon(payloads, tmp_path, *, failures=0, transient=True, **settings):
+    events = []
+    source = ListSource(payloads, events)
+    sink = RecordingSink(tmp_path / "d.db", events, failures, transient)
+    daemon = Daemon([source], TextClassifier(), [sink],
+                    DaemonSettings(**{"sink_retries": 3, **settings}))
+    stats = await asyncio.wait_for(daemon.run(handle_signals=False), 30)
+    return source, sink, stats, events
+
+
+async def test_every_segment_written_once_and_acked_after_the_write(tmp_path):
+    source, sink, stats, events = await run_daemon([b"walk", b"run", b"jump"], tmp_path, workers=2)
+    stored = rows(tmp_path / "d.db")
+    assert {u: d.label for u, d in stored.items()} == {"mem://0": "walk", "mem://1": "run", "mem://2": "jump"}
+    assert sorted(source.acked) == ["mem://0", "mem://1", "mem://2"]
+    for uri in source.acked:
+        assert events.index(("write", uri)) < events.index(("ack", uri))
+    assert (stats.received, stats.classified, stats.acked, stats.released) == (3, 3, 3, 0)
+    assert all(d.latency_ms is not None and d.latency_ms >= 0 for d in stored.values())
+
+
+async def test_bad_segment_becomes_an_error_detection_and_is_acked(tmp_path):
+    source, _, stats, _ = await run_daemon([b"walk", b"", b"run"], tmp_path)
+    stored = rows(tmp_path / "d.db")
+    assert stored["mem://1"].error == "segment is empty (0 bytes)"
+    assert stored["mem://1"].label is None
+    assert stored["mem://2"].label == "run"  # the daemon went on
+    assert sorted(source.acked) == ["mem://0", "mem://1", "mem://2"]
+    assert stats.failed == 1
+
+
+async def test_transient_classifier_failure_releases_without_writing(tmp_path):
+    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path)
+    assert source.released == ["mem://0"]
+    assert source.acked == ["mem://1"]
+    assert "mem://0" not in rows(tmp_path / "d.db")
+
+
+async def test_transient_sink_failure_is_retried_then_written_once(tmp_path):
+    source, sink, _, _ = await run_daemon([b"walk"], tmp_path, failures=2)
+    assert sink.attempts == 3
+    assert list(rows(tmp_path / "d.db")) == ["mem://0"]
+    assert source.acked == ["mem://0"] and source.released == []
+
+
+async def test_sink_that_keeps_failing_means_no_ack(tmp_path):
+    source, sink, stats, _ = await run_daemon([b"walk"], tmp_path, failures=99, sink_retries=2)
+    assert sink.attempts == 3
+    assert source.acked == [] and source.released == ["mem://0"]
+    assert rows(tmp_path / "d.db") == {}
+
+
+async def test_a_sink_bug_is_not_retried_and_not_acked(tmp_path):
+    source, sink, _, _ = await run_daemon([b"walk"], tmp_path, failures=1, transient=False)
+    assert sink.attempts == 1
+    assert source.acked == [] and source.released == ["mem://0"]
+
+
+async def test_classification_timeout_is_an_error_detection(tmp_path):
+    source, _, _, _ = await run_daemon([b"slow:1.0", b"run"], tmp_path, segment_timeout=0.2)
+    stored = rows(tmp_path / "d.db")
+    assert "segment_timeout=0.2s" in stored["mem://0"].error
+    assert stored["mem://1"].label == "run"
+
+
+async def test_stop_lets_in_flight_finish_and_returns_queued_segments(tmp_path):
+    events = []
+    source = ListSource([b"slow:0.5", b"a", b"b", b"c"], events, hold_open=True)
+    sink = RecordingSink(tmp_path / "d.db", events)
+    daemon = Daemon([source], TextClassifier(), [sink], DaemonSettings(queue_size=2, shutdown_timeout=5))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    await asyncio.sleep(0.2)  # the slow one is in flight, others queued
+    daemon.stop()
+    stats = await asyncio.wait_for(task, 10)
+    assert source.acked == ["mem://0"]  # finished within the grace period
+    assert set(source.released) == {"mem://1", "mem://2"}  # queued, never started: returned
+    assert stats.acked == 1
+    assert list(rows(tmp_path / "d.db")) == ["mem://0"]
+
+
+async def test_stop_past_the_grace_period_returns_the_in_flight_segment(tmp_path):
+    events = []
+    source = ListSource([b"slow:1.5"], events, hold_open=True)
+    daemon = Daemon([source], TextClassifier(), [RecordingSink(tmp_path / "d.db", events)],
+                    DaemonSettings(shutdown_timeout=0.1))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    await asyncio.sleep(0.2)
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+    assert source.acked == [] and source.released == ["mem://0"]
+
+
+async def test_full_queue_stops_the_source_pulling(tmp_path):
+    events = []
+    source = ListSource([b"slow:0.3"] * 10, events, hold_open=True)
+    classifier = TextClassifier()
+    daemon = Daemon([source], classifier, [RecordingSink(tmp_path / "d.db", events)],
+                    DaemonSettings(queue_size=2, workers=1, shutdown_timeout=0))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    await asyncio.sleep(0.5)
+    # one in flight + two queued: the source is blocked in emit, not reading ahead
+    assert source.emitted <= 4
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+    assert classifier.max_running == 1
+
+
+async def test_a_crashing_source_stops_the_daemon_with_its_error(tmp_path):
+    class Broken(Source):
+        name = "broken"
+
+        async def run(self, emit):
+            raise OSError("watched folder vanished")
+
+    events = []
+    daemon = Daemon([Broken()], TextClassifier(), [RecordingSink(tmp_path / "d.db", events)])
+    with pytest.raises(OSError, match="vanished"):
+        await asyncio.wait_for(daemon.run(handle_signals=False), 10)
+
+
+async def test_components_are_closed_even_when_a_start_fails(tmp_path):
+    closed = []
+
+    class FailingSink(Sink):
+        name = "failing"
+
+        async def start(self):
+            raise RuntimeError("table livewatch does not exist")
+
+        async def close(self):
+            closed.append("failing")
+
+    events = []
+    good = RecordingSink(tmp_path / "d.db", events)
+    daemon = Daemon([ListSource([b"a"], events)], TextClassifier(), [good, FailingSink()])
+    with pytest.raises(RuntimeError, match="does not exist"):
+        await daemon.run(handle_signals=False)
+    assert closed == ["failing"]

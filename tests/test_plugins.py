@@ -1,0 +1,169 @@
+"""The plugin system: built-ins and third parties register through the same hooks."""
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from livewatch import hookspecs
+from livewatch.components import Sink
+from livewatch.errors import ConfigError
+from livewatch.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_SRC = ROOT / "tests" / "plugins" / "livewatch-files-sink"
+HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
+
+
+def test_builtins_register_through_the_hooks():
+    reg = Registry(make_plugin_manager(load_entry_points=False))
+    names = {(e.kind, e.name): e for e in reg.entries.values()}
+    assert ("source", "folder") in names
+    assert ("classifier", "i3d") in names
+    assert ("sink", "local") in names and ("sink", "stdout") in names
+    assert {e.plugin for e in names.values()} <= set(DEFAULT_PLUGINS)
+    assert all(e.distribution == "livewatch (built-in)" for e in names.values())
+
+
+def test_disabled_plugins_are_not_loaded(monkeypatch):
+    monkeypatch.setenv("LIVEWATCH_DISABLED_PLUGINS", "livewatch.sinks.stdout")
+    reg = Registry(make_plugin_manager(load_entry_points=False))
+    assert ("sink", "stdout") not in reg.entries
+    with pytest.raises(ConfigError, match=r"unknown sink type 'stdout'; installed sinks: local"):
+        reg.get("sink", "stdout")
+
+
+def test_name_clash_names_both_plugins():
+    class Other(Sink):
+        name = "local"
+
+    clash = types.ModuleType("clashing_plugin")
+    clash.register_sinks = hookspecs.hookimpl(lambda register: register(Other))
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(clash, name="clashing_plugin")
+    with pytest.raises(ConfigError, match=r"named 'local': livewatch.sinks.local .* and clashing_plugin"):
+        Registry(pm)
+
+
+def test_registering_something_that_is_not_a_component_fails():
+    bad = types.ModuleType("bad_plugin")
+    bad.register_sources = hookspecs.hookimpl(lambda register: register(object))
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(bad, name="bad_plugin")
+    with pytest.raises(ConfigError, match="not a subclass of livewatch.components.Source"):
+        Registry(pm)
+
+
+def test_misspelled_hook_in_an_entry_point_plugin_fails_loudly(monkeypatch):
+    """A plugin that implements `register_sink` (no s) must not be silently ignored."""
+    module = types.ModuleType("typo_plugin")
+    module.register_sink = hookspecs.hookimpl(lambda register: None)
+    monkeypatch.setitem(sys.modules, "typo_plugin", module)
+
+    class Dist:
+        metadata = {"name": "livewatch-typo"}
+        version = "0.1"
+        entry_points = [importlib.metadata.EntryPoint("typo", "typo_plugin", "livewatch")]
+
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [Dist()])
+    with pytest.raises(pluggy.PluginValidationError, match="register_sink"):
+        make_plugin_manager()
+
+
+def registry_with(**hooks):
+    module = types.ModuleType("extra_plugin")
+    for name, fn in hooks.items():
+        setattr(module, name, hookspecs.hookimpl(fn))
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(module, name="extra_plugin")
+    return Registry(pm)
+
+
+def test_hook_register_sources():
+    from livewatch.components import Source
+
+    class A(Source):
+        name = "a"
+
+    class B(Source):
+        name = "b"
+
+    reg = registry_with(register_sources=lambda register: (register(A), register(B)))
+    assert reg.get("source", "a").cls is A and reg.get("source", "b").cls is B
+    assert reg.get("source", "a").plugin == "extra_plugin"
+
+
+def test_hook_register_classifiers():
+    from livewatch.components import Classifier
+
+    class C(Classifier):
+        name = "c"
+
+    reg = registry_with(register_classifiers=lambda register: register(C))
+    assert reg.get("classifier", "c").cls is C
+    assert [e.name for e in reg.of_kind("classifier")] == ["c", "i3d"]
+
+
+def test_hook_register_sinks():
+    class S(Sink):
+        """Sends detections somewhere else."""
+
+        name = "elsewhere"
+
+    reg = registry_with(register_sinks=lambda register: register(S))
+    assert reg.get("sink", "elsewhere").summary == "Sends detections somewhere else."
+
+
+@pytest.fixture(scope="session")
+def files_sink_site(tmp_path_factory):
+    """The third-party plugin installed as a real distribution into its own site folder."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(PLUGIN_SRC)],
+        check=True,
+    )
+    return site
+
+
+def with_site(site):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_third_party_plugin_is_listed_with_its_distribution(files_sink_site):
+    out = subprocess.run([LIVEWATCH, "plugins"], env=with_site(files_sink_site),
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"sink\s+files\s+Writes each detection to its own JSON file", out)
+    assert "from files (livewatch-files-sink 1.2.0)" in out
+    assert "from livewatch.sinks.local (livewatch (built-in))" in out
+
+
+def test_hook_register_commands(files_sink_site, tmp_path):
+    (tmp_path / "cam1").mkdir()
+    (tmp_path / "cam1" / "x.json").write_text("{}")
+    env = with_site(files_sink_site)
+    help_text = subprocess.run([LIVEWATCH, "--help"], env=env, capture_output=True, text=True).stdout
+    assert "files-summary" in help_text
+    out = subprocess.run([LIVEWATCH, "files-summary", str(tmp_path)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "cam1: 1"
+
+
+def test_every_hook_has_a_test():
+    text = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    missing = [h for h in HOOKS if f"def test_hook_{h}(" not in text]
+    assert not missing, f"hooks without a test: {missing}"
+
+
+def test_every_hook_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = [h for h in HOOKS if not re.search(rf"^#+ `?{h}\(", readme, re.M)]
+    assert not missing, f"hooks without a README heading: {missing}"

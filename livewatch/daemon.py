@@ -194,6 +194,8 @@ class Daemon:
             return
         if detection.ok:
             self.stats.classified += 1
+            log.info("segment %s: %s (%.2f), latency %.0f ms", segment.uri, detection.label,
+                     detection.probability or 0.0, detection.latency_ms or 0.0)
         else:
             self.stats.failed += 1
         self.stats.per_stream[segment.stream] = self.stats.per_stream.get(segment.stream, 0) + 1

@@ -1,1 +1,109 @@
-"""Test helpers and fixtures: models (being written)."""
+"""I3D models for tests, made offline: GluonCV's I3D-ResNet50 with random weights, exported to the
+artifact format (see `livewatch.model.artifacts`).
+
+Exporting takes a few seconds and writes ~110 MB, so the fixtures are session-scoped. The weights
+do not depend on the input size (the network ends in a global average pool), so `tiny_i3d_dir`
+reuses `random_i3d_dir`'s files through hard links and only declares a smaller input in
+``model.json``: 8 frames resized to 171x128 and cropped to 112x112, 16x fewer input pixels per clip
+than 32 frames at 224x224, for tests that run the daemon over many segments.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livewatch.model.artifacts import (
+    CLASSES_FILE,
+    META_FILE,
+    PARAMS_FILE,
+    SYMBOL_FILE,
+    ModelMeta,
+    export_block,
+    load_artifact,
+    pack_model,
+)
+
+#: Labels of the random test models (UCF101-style, so detections look like the real thing).
+TEST_CLASSES = ("archery", "basketball", "biking", "bowling", "diving")
+
+
+def export_random_i3d(
+    directory: str | os.PathLike,
+    *,
+    classes: list[str] | tuple[str, ...] = TEST_CLASSES,
+    frames: int = 32,
+    crop: int = 224,
+    resize: tuple[int, int] = (340, 256),
+    seed: int = 0,
+    name: str = "random-i3d",
+) -> Path:
+    """Export a randomly initialised I3D-ResNet50 with `len(classes)` outputs to `directory`.
+
+    The same seed gives the same weights. Nothing is downloaded: GluonCV would otherwise fetch
+    the ImageNet ResNet50 (``pretrained_base``) and Kinetics400 weights (``use_kinetics_pretrain``).
+    """
+    import mxnet as mx
+    from gluoncv.model_zoo import get_model
+
+    mx.random.seed(seed)
+    net = get_model("i3d_resnet50_v1_custom", nclass=len(classes), pretrained=False,
+                    pretrained_base=False, use_kinetics_pretrain=False)
+    meta = ModelMeta(name=name, version=f"seed{seed}", frames=frames, crop=crop, resize=resize)
+    return export_block(net, Path(directory), classes=list(classes), meta=meta)
+
+
+def with_input_shape(model_dir: Path, directory: Path, *, frames: int, crop: int,
+                     resize: tuple[int, int], name: str) -> Path:
+    """The same network and weights (hard-linked, not copied) declared with another input size."""
+    directory.mkdir(parents=True)
+    for file in (SYMBOL_FILE, PARAMS_FILE, CLASSES_FILE):
+        try:
+            os.link(model_dir / file, directory / file)
+        except OSError:  # another filesystem
+            shutil.copy2(model_dir / file, directory / file)
+    meta = load_artifact(model_dir).meta.model_copy(
+        update=dict(name=name, frames=frames, crop=crop, resize=resize))
+    (directory / META_FILE).write_text(meta.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return directory
+
+
+def reference_forward(model_dir: str | os.PathLike, batch: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of an exported model through MXNet's Module API: a forward pass
+    that shares no code with livewatch's `I3DModel`, for tests to compare it against."""
+    import mxnet as mx
+
+    symbol, args, auxs = mx.model.load_checkpoint(str(Path(model_dir) / "model"), 0)
+    module = mx.mod.Module(symbol, data_names=["data"], label_names=None, context=mx.cpu())
+    module.bind(data_shapes=[("data", batch.shape)], for_training=False)
+    module.set_params(args, auxs)
+    module.forward(mx.io.DataBatch([mx.nd.array(batch)]), is_train=False)
+    logits = module.get_outputs()[0].asnumpy().astype(np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def random_i3d_dir(tmp_path_factory) -> Path:
+    """A random I3D-ResNet50 over `TEST_CLASSES`: 32 frames at 224x224, as the real model."""
+    return export_random_i3d(tmp_path_factory.mktemp("models") / "random-i3d")
+
+
+@pytest.fixture(scope="session")
+def tiny_i3d_dir(random_i3d_dir, tmp_path_factory) -> Path:
+    """The same network reading 8 frames at 112x112 (resized to 171x128): fast daemon tests."""
+    return with_input_shape(random_i3d_dir, tmp_path_factory.mktemp("models") / "tiny-i3d",
+                            frames=8, crop=112, resize=(171, 128), name="tiny-i3d")
+
+
+@pytest.fixture(scope="session")
+def random_i3d_tar(random_i3d_dir, tmp_path_factory) -> Path:
+    """`random_i3d_dir` packed as SageMaker wants it: the files at the root, beside ``code/``."""
+    root = tmp_path_factory.mktemp("model-tar")
+    code = root / "code"
+    code.mkdir()
+    (code / "requirements.txt").write_text("gluoncv==0.10.5.post0\n")
+    return pack_model(random_i3d_dir, root / "model.tar.gz", code_dir=code, compresslevel=1)

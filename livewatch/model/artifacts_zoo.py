@@ -1,0 +1,57 @@
+"""GluonCV model-zoo I3D models, exported once to the artifact format so they load like any other.
+
+The weights are fetched by GluonCV itself (``get_model(name, pretrained=True, root=...)``), so
+``MXNET_GLUON_REPO`` (a mirror) and ``MXNET_HOME`` (its own weights cache) work as GluonCV
+documents them. The exported model lands in ``<cache>/zoo/<name>``; later starts load it from
+there without importing GluonCV's downloader at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from pathlib import Path
+
+from livewatch.errors import ModelError
+
+from .artifacts import ModelArtifact, ModelMeta, export_block, load_artifact
+
+#: The zoo family this classifier runs: I3D over ResNet, 32 frames at 224x224.
+ZOO_NAME = re.compile(r"^i3d_(nl\d+_)?resnet\d+_v1_\w+$")
+
+
+def zoo_names() -> list[str]:
+    """The GluonCV I3D-ResNet models with published weights (all take 32 frames at 224x224)."""
+    from gluoncv.model_zoo.model_store import pretrained_model_list
+
+    return sorted(n for n in pretrained_model_list() if ZOO_NAME.match(n))
+
+
+def fetch_zoo_model(name: str, cache: Path) -> ModelArtifact:
+    dest = cache / "zoo" / name
+    if dest.is_dir():
+        return load_artifact(dest)
+    known = zoo_names()
+    if name not in known:
+        raise ModelError(
+            f"model {name!r} is not a local directory, a model.tar.gz, an s3:// URI or a GluonCV "
+            f"model-zoo name; the zoo's I3D models are: {', '.join(known)}"
+        )
+    from gluoncv.model_zoo import get_model
+    from gluoncv.model_zoo.model_store import apache_repo_url, short_hash
+
+    repo = os.environ.get("MXNET_GLUON_REPO", apache_repo_url)
+    try:
+        # GluonCV prints its progress to stdout, where the stdout sink writes JSON lines.
+        with contextlib.redirect_stdout(sys.stderr):
+            net = get_model(name, pretrained=True, root=str(cache / "gluoncv"))
+    except Exception as exc:  # requests' errors, a truncated zip, GluonCV's hash check: all say why
+        raise ModelError(
+            f"could not download the weights of GluonCV model {name!r} from {repo} "
+            f"({type(exc).__name__}: {exc}). Without network access, point the model option at a "
+            f"local model directory or model.tar.gz instead (or set MXNET_GLUON_REPO to a mirror)"
+        ) from exc
+    meta = ModelMeta(name=name, version=short_hash(name))
+    export_block(net, dest, classes=list(net.classes), meta=meta)
+    return load_artifact(dest)

@@ -1,0 +1,114 @@
+"""The I3D network in this process: an exported MXNet model loaded as a Gluon SymbolBlock.
+
+Threads: MXNet runs its operators on its own engine threads with an OpenMP pool whose size libgomp
+and MXNet read from ``OMP_NUM_THREADS`` once, when libmxnet is loaded; changing it afterwards has
+no effect. So the first `import_mxnet` sets it, unless the user did: to `threads`, else to the
+cores this process may run on (``os.sched_getaffinity``). One pool as large as the cores suits a
+small CPU: a second one (or more threads than cores) only adds contention.
+
+Not thread-safe: call `load` and `predict` from one thread (the classifier's own executor).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Literal
+
+import numpy as np
+
+from livewatch.errors import ModelError
+
+from .artifacts import ModelArtifact, ModelMeta
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "gpu"]
+
+
+def import_mxnet(threads: int | None = None):
+    """Import MXNet with a bounded OpenMP pool (see the module's docstring) and return it."""
+    wanted = str(threads or os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    if "mxnet" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = wanted
+    elif threads and os.environ.get("OMP_NUM_THREADS") != wanted:
+        log.warning("MXNet was imported before threads=%s was set; it keeps OMP_NUM_THREADS=%s",
+                    threads, os.environ.get("OMP_NUM_THREADS", "all cores"))
+    import mxnet
+
+    return mxnet
+
+
+class I3DModel:
+    """A loaded, warmed-up I3D model: `predict` returns softmax probabilities per class."""
+
+    def __init__(self, artifact: ModelArtifact, net, ctx, load_ms: float):
+        self.artifact = artifact
+        self.net = net
+        self.ctx = ctx
+        self.load_ms = load_ms
+
+    @classmethod
+    def load(cls, artifact: ModelArtifact, *, device: Device = "auto",
+             threads: int | None = None) -> "I3DModel":
+        """Import the symbol and params on `device` (``auto``: the first GPU if MXNet sees one),
+        hybridize with static memory and run one warm-up forward pass at the model's input shape,
+        so the first segment does not pay for graph building."""
+        mx = import_mxnet(threads)
+        started = time.perf_counter()
+        ctx = _context(mx, device)
+        try:
+            data = mx.sym.var("data", dtype="float32")
+            net = mx.gluon.SymbolBlock(mx.sym.load(str(artifact.symbol_file)), data)
+            net.collect_params().load(str(artifact.params_file), ctx=ctx, cast_dtype=True,
+                                      dtype_source="saved")
+        except (mx.base.MXNetError, ValueError, AssertionError) as exc:
+            raise ModelError(f"cannot load the model in {str(artifact.directory)!r}: {exc}") from exc
+        net.hybridize(static_alloc=True, static_shape=True)
+        model = cls(artifact, net, ctx, load_ms=0.0)
+        meta = artifact.meta
+        probs = model.predict(np.zeros((1, 3, meta.frames, meta.crop, meta.crop), np.float32))
+        if probs.shape[1] != len(artifact.classes):
+            raise ModelError(
+                f"{artifact.directory / 'classes.txt'} lists {len(artifact.classes)} labels but "
+                f"the network outputs {probs.shape[1]} scores"
+            )
+        model.load_ms = (time.perf_counter() - started) * 1000.0
+        log.info("model %s %s loaded on %s in %.0f ms (%d classes, %d frames at %dx%d)",
+                 artifact.name, artifact.version, ctx, model.load_ms, len(artifact.classes),
+                 meta.frames, meta.crop, meta.crop)
+        return model
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.artifact.meta
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.artifact.classes
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, T, H, W) float32 -> (N, num_classes) softmax probabilities."""
+        if batch.ndim != 5 or batch.shape[1] != 3:
+            raise ValueError(f"expected a (N, 3, T, H, W) batch, got shape {batch.shape}")
+        import mxnet as mx  # already loaded by `load`; not at the top, see import_mxnet
+
+        try:
+            logits = self.net(mx.nd.array(batch, ctx=self.ctx, dtype=np.float32))
+            return mx.nd.softmax(logits, axis=-1).asnumpy()
+        except mx.base.MXNetError as exc:
+            raise ModelError(f"model {self.artifact.name} failed on a {batch.shape} batch: {exc}") from exc
+
+    def top_k(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The `k` most probable (label, probability) pairs of one row of `predict`, best first."""
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+
+def _context(mx, device: Device):
+    gpus = mx.context.num_gpus()
+    if device == "gpu" and gpus == 0:
+        raise ModelError("device 'gpu' was requested but MXNet sees no GPU (a CPU-only mxnet "
+                         "build, or no visible CUDA device); use device 'auto' or 'cpu'")
+    return mx.gpu(0) if device == "gpu" or (device == "auto" and gpus) else mx.cpu()

@@ -1,0 +1,147 @@
+"""The built-in ``i3d`` classifier: a plugin like any other, off the event loop, same numbers as MXNet."""
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from livewatch.contract import Segment
+from livewatch.errors import ModelError, SegmentError
+from livewatch.daemon import classify_segment
+from livewatch.model.i3d_classifier import I3DClassifier
+from livewatch.model.preprocess import to_tensor
+from livewatch.model.video import decode_clip
+from livewatch.plugins import Registry, make_plugin_manager
+from livewatch.testing.models import TEST_CLASSES, reference_forward
+
+
+@pytest.fixture(autouse=True)
+def _private_model_cache(monkeypatch, tmp_path):
+    """Nothing a test resolves lands in the user's own model cache."""
+    monkeypatch.setenv("LIVEWATCH_CACHE_DIR", str(tmp_path / "model-cache"))
+
+
+def file_segment(path: Path) -> Segment:
+    return Segment(uri=str(path), stream="cam1", open=lambda: open(path, "rb"), sequence=7)
+
+
+class LoopWatch:
+    """Measures the longest time the event loop went without running a 10 ms ticker."""
+
+    async def __aenter__(self):
+        self.longest = 0.0
+        self.last = time.perf_counter()
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0.02)  # the ticker is running before the watched code starts
+        return self
+
+    async def _tick(self):
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - self.last)
+            self.last = now
+
+    async def __aexit__(self, *exc):
+        self._task.cancel()
+        self.longest = max(self.longest, time.perf_counter() - self.last)
+
+
+def classifier_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("livewatch-")]
+
+
+def test_i3d_registers_through_the_hook_with_validated_options():
+    registered = Registry(make_plugin_manager(load_entry_points=False)).get("classifier", "i3d")
+    assert registered.cls is I3DClassifier
+    options = I3DClassifier.Options()
+    assert (options.model, options.top_k, options.device) == ("i3d_resnet50_v1_ucf101", 5, "auto")
+    for bad in ({"top_k": 0}, {"device": "tpu"}, {"threads": 0}, {"modle": "x"}):
+        with pytest.raises(ValidationError):
+            I3DClassifier.Options.model_validate(bad)
+
+
+async def test_classify_matches_a_direct_mxnet_forward_and_never_blocks_the_loop(
+    random_i3d_dir, video_factory
+):
+    video = video_factory("segment.ts", seconds=3, fps=25, size=(640, 360))
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(random_i3d_dir), top_k=3, device="cpu"))
+    async with LoopWatch() as watch:
+        try:
+            await classifier.start()
+            detection = await classifier.classify(file_segment(video))
+        finally:
+            await classifier.close()
+    assert watch.longest < 0.5, f"the event loop was blocked for {watch.longest:.2f}s"
+    assert classifier_threads() == []
+
+    clip = decode_clip(video)
+    reference = reference_forward(random_i3d_dir, to_tensor(clip.frames))[0]
+    best = reference.argsort()[::-1]
+    assert detection.ok and (detection.uri, detection.stream, detection.sequence) == (str(video), "cam1", 7)
+    assert detection.label == TEST_CLASSES[best[0]]
+    assert detection.probability == pytest.approx(reference[best[0]], abs=1e-5)
+    assert [(t.label, round(t.probability, 5)) for t in detection.top_k] == [
+        (TEST_CLASSES[i], round(float(reference[i]), 5)) for i in best[:3]
+    ]
+    assert (detection.model.name, detection.model.version) == ("random-i3d", "seed0")
+    assert detection.frames == clip.indices and len(detection.frames) == 32
+    assert detection.decode_ms > 0 and detection.infer_ms > 0
+
+
+async def test_a_segment_that_is_not_video_raises_segment_error(tiny_i3d_dir, tmp_path):
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(b"this is not an MPEG-TS segment" * 100)
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(tiny_i3d_dir)))
+    await classifier.start()
+    try:
+        with pytest.raises(SegmentError):
+            await classifier.classify(file_segment(junk))
+    finally:
+        await classifier.close()
+    assert classifier_threads() == []
+
+
+async def test_a_model_that_cannot_load_fails_start_and_closes_cleanly(tmp_path):
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(tmp_path / "missing")))
+    with pytest.raises(ModelError, match="does not exist"):
+        await classifier.start()
+    await classifier.close()
+    assert classifier_threads() == []
+
+
+async def test_classify_live_hls_segments_and_a_bad_file(tiny_i3d_dir, hls_stream, tmp_path):
+    segments = sorted(hls_stream.glob("*.ts"))[1:]  # mid-stream: timestamps do not start at 0
+    bad = tmp_path / "b.ts"
+    bad.write_bytes(b"\x47" + b"\0" * 500)
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(tiny_i3d_dir), top_k=2))
+    await classifier.start()
+    try:
+        *good, failed = [
+            await classify_segment(classifier, Segment(uri=str(p), stream=Path(p).parent.name,
+                                                       open=lambda p=p: open(p, "rb")), 60)
+            for p in [*segments, bad]
+        ]
+    finally:
+        await classifier.close()
+    for detection, segment in zip(good, segments, strict=True):
+        assert detection.ok and detection.uri == str(segment) and detection.stream == "stream"
+        assert detection.label in TEST_CLASSES and len(detection.top_k) == 2
+        assert detection.frames == decode_clip(segment, new_length=8, size=(171, 128)).indices
+        assert detection.model.name == "tiny-i3d"
+    assert not failed.ok and failed.uri == str(bad) and failed.error
+
+
+async def test_asking_for_a_gpu_that_is_not_there(tiny_i3d_dir):
+    import mxnet as mx
+
+    if mx.context.num_gpus():
+        pytest.skip("this machine has a GPU MXNet can use")
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(tiny_i3d_dir), device="gpu"))
+    try:
+        with pytest.raises(ModelError, match="device 'gpu' was requested but MXNet sees no GPU"):
+            await classifier.start()
+    finally:
+        await classifier.close()

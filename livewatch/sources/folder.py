@@ -1,0 +1,200 @@
+"""The built-in `folder` source: live HLS segments that an encoder writes into a folder.
+
+Layout: one stream per subfolder (`root/cam1/*.ts` + `cam1/index.m3u8` is stream "cam1"); segments
+directly in the root belong to a stream named after the root folder (not after its playlist: the
+name must not change when the playlist appears after the first segment). Finding and following the
+stream folders is `watch.py`'s job; which files are complete and in what order they go out is
+`stream.py`'s; `checkpoint.py` keeps what has been acknowledged, so that a restart neither repeats
+nor skips a segment: emitted but unacknowledged segments come again, acknowledged ones never do.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..components import Emit, Options, Source
+from ..contract import Segment
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from .checkpoint import Checkpoint
+from .playlist import Entry
+from .scan import FileStat, find_streams, folder_playlist, scan_folder, stat_file
+from .stream import Stream
+from .watch import FolderWatcher
+
+log = logging.getLogger("livewatch.sources.folder")
+
+CHECKPOINT_NAME = ".livewatch-checkpoint.sqlite"
+
+
+class FolderOptions(Options):
+    path: Path = Field(description="the folder the encoder writes into")
+    pattern: str = Field("*.ts", description="glob for segment file names")
+    subfolders: bool = Field(True, description="each subfolder (one level) is a stream of its own")
+    checkpoint: Path | None = Field(
+        None, description=f"SQLite file of acknowledged segments; default: <path>/{CHECKPOINT_NAME}"
+    )
+    settle_seconds: float = Field(
+        2.0, ge=0, description="seconds a file no playlist lists must stay unchanged to count as complete"
+    )
+    poll_interval: float = Field(2.0, gt=0, description="seconds between rescans (file events come sooner)")
+    start_at: Literal["oldest", "live"] = Field(
+        "oldest", description='"oldest": all not yet acknowledged; "live": only segments that appear from now on'
+    )
+    files: list[Path] = Field(
+        default_factory=list,
+        description="emit these files (relative to path, or absolute) in this order, then finish",
+    )
+    once: bool = Field(False, description="emit what is complete now, then finish")
+
+    @model_validator(mode="after")
+    def _files_are_not_live(self) -> "FolderOptions":
+        if self.files and self.start_at == "live":
+            raise ValueError('start_at="live" cannot apply to a list of `files`; remove one of them')
+        return self
+
+
+@dataclass(frozen=True)
+class AckHandle:
+    folder: str  # the key of its folder: "" for the root, the subfolder's name, or an absolute path
+    name: str
+    mtime_ns: int
+
+
+class FolderSource(Source):
+    """Live HLS segments from a folder an encoder writes into (one stream per subfolder)."""
+
+    name = "folder"
+    Options = FolderOptions
+    options: FolderOptions
+
+    def __init__(self, options: FolderOptions, *, instance: str | None = None):
+        super().__init__(options, instance=instance)
+        self._root = os.path.abspath(options.path)
+        self._files = [os.path.normpath(os.path.join(self._root, f)) for f in options.files]
+        self._checkpoint_path = os.path.abspath(options.checkpoint or os.path.join(self._root, CHECKPOINT_NAME))
+        self._checkpoint: Checkpoint | None = None
+        self._done: dict[str, dict[str, int]] = {}  # folder key -> file name -> mtime_ns
+        self._streams: dict[str, Stream] = {}  # folder key -> the stream being followed
+        self._existing: dict[str, dict[str, FileStat]] = {}  # start_at="live": see _snapshot
+
+    async def start(self) -> None:
+        if not os.path.isdir(self._root):
+            raise ConfigError(f"folder source {self.instance!r}: {self._root} is not a folder")
+        missing = [f for f in self._files if not os.path.isfile(f)]
+        if missing:
+            raise ConfigError(f"folder source {self.instance!r}: no such file: {', '.join(missing)}")
+        try:
+            self._checkpoint = await asyncio.to_thread(Checkpoint, self._checkpoint_path)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                f"folder source {self.instance!r}: cannot open checkpoint {self._checkpoint_path}: {exc}; "
+                f"set `checkpoint` to a writable local path"
+            ) from exc
+        self._done = await asyncio.to_thread(self._load_checkpoint)
+        count = sum(map(len, self._done.values()))
+        log.info("resumed from checkpoint %s with %d segments done", self._checkpoint_path, count)
+        if self.options.start_at == "live":
+            self._existing = await asyncio.to_thread(self._snapshot)
+
+    def _load_checkpoint(self) -> dict[str, dict[str, int]]:
+        """Blocking: the checkpoint's rows, less (and pruned of) those whose file is gone."""
+        done = self._checkpoint.load()
+        for folder, names in done.items():
+            gone = [n for n in names if not os.path.exists(os.path.join(self._root, folder, n))]
+            if gone:
+                self._checkpoint.remove(folder, gone)
+            for name in gone:
+                del names[name]
+        return done
+
+    def _snapshot(self) -> dict[str, dict[str, FileStat]]:
+        """Blocking: the segment files in every stream folder now, for start_at="live" to skip."""
+        existing = {}
+        for key in find_streams(self._root, self.options.pattern, self.options.subfolders):
+            try:
+                existing[key] = scan_folder(os.path.join(self._root, key), self.options.pattern).files
+            except FileNotFoundError:
+                continue
+        return existing
+
+    async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.to_thread(self._checkpoint.close)
+            self._checkpoint = None
+
+    async def run(self, emit: Emit) -> None:
+        if self._files:
+            await self._emit_files(emit)
+            return
+        log.info("watching %s for %s (checkpoint %s)", self._root, self.options.pattern, self._checkpoint_path)
+        watcher = FolderWatcher(
+            self._root, self.options, self._checkpoint, self._done, self._streams, self._segment, self._existing
+        )
+        await watcher.run(emit)
+
+    async def ack(self, segment: Segment) -> None:
+        handle: AckHandle = segment.ack_handle
+        await asyncio.to_thread(self._checkpoint.add, handle.folder, handle.name, handle.mtime_ns)
+        self._done.setdefault(handle.folder, {})[handle.name] = handle.mtime_ns
+        if (stream := self._streams.get(handle.folder)) is not None:
+            stream.taken.discard(handle.name)
+
+    async def release(self, segment: Segment) -> None:
+        """Emit the segment again at its stream's next look (after the ones already emitted)."""
+        handle: AckHandle = segment.ack_handle
+        if (stream := self._streams.get(handle.folder)) is not None:
+            stream.taken.discard(handle.name)
+            stream.wake.set()
+
+    async def _emit_files(self, emit: Emit) -> None:
+        """The one-shot `files` list: emit each file not acknowledged yet, in the order given, and
+        return once all are emitted (the daemon sees them through to their acks; a released one
+        comes back on the next run). They are taken as complete; their folder's playlist, if any,
+        fills in sequence, start and duration."""
+        playlists: dict[str, dict[str, Entry] | None] = {}
+        for path in self._files:
+            folder, name = os.path.split(path)
+            key = os.path.relpath(folder, self._root)
+            key = "" if key == os.curdir else folder if key.split(os.sep)[0] == os.pardir else key
+            stat = await asyncio.to_thread(stat_file, path)
+            if stat is None:
+                log.warning("%s is gone; skipped", path)
+                continue
+            if self._done.get(key, {}).get(name) == stat.mtime_ns:
+                log.info("%s is already done (checkpoint); skipped", path)
+                continue
+            if folder not in playlists:
+                playlists[folder] = await asyncio.to_thread(folder_playlist, folder)
+            entry = (playlists[folder] or {}).get(name)
+            await emit(self._segment(path, os.path.basename(folder), key, stat, entry, time.time()))
+
+    def _segment(
+        self, path: str, stream: str, key: str, stat: FileStat, entry: Entry | None, seen_at: float
+    ) -> Segment:
+        return Segment(
+            uri=path,
+            stream=stream,
+            open=functools.partial(open, path, "rb"),
+            source=self.instance,
+            sequence=entry.sequence if entry else None,
+            start=entry.start if entry else None,
+            duration=entry.duration if entry else None,
+            ack_handle=AckHandle(key, os.path.basename(path), stat.mtime_ns),
+            size=stat.size,
+            arrived_at=seen_at,
+        )
+
+
+@hookimpl
+def register_sources(register):
+    register(FolderSource)

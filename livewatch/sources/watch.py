@@ -1,0 +1,167 @@
+"""Following every stream folder under the watched root: one task per stream folder.
+
+Watching: `watchfiles.awatch` (inotify and friends) wakes a stream as soon as its folder changes,
+and every stream also rescans every `poll_interval`: the safety net for missed events and for
+network filesystems (NFS, SMB), which send none. If file events cannot be had at all (e.g. the
+inotify watch limit), that is logged and the rescans carry on alone. One task per stream keeps
+streams independent: a stream waiting on a full queue holds up nobody else's pickup.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from watchfiles import Change, awatch
+from watchfiles._rust_notify import WatchfilesRustInternalError
+
+from ..components import Emit
+from ..contract import Segment
+from .checkpoint import Checkpoint
+from .playlist import Entry
+from .scan import FileStat, find_streams, scan_folder
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from .folder import FolderOptions
+
+log = logging.getLogger("livewatch.sources.folder")
+
+#: awatch batches events for at most this long (its default is 1.6 s): an encoder writing a segment
+#: changes it continuously, and the playlist's rename should not wait long behind that
+WATCH_DEBOUNCE_MS = 300
+
+#: (path, stream name, folder key, stat, playlist entry, seen_at) -> the Segment to emit
+MakeSegment = Callable[[str, str, str, FileStat, Entry | None, float], Segment]
+
+
+class FolderWatcher:
+    def __init__(
+        self,
+        root: str,
+        options: FolderOptions,
+        checkpoint: Checkpoint,
+        done: dict[str, dict[str, int]],
+        streams: dict[str, Stream],
+        make_segment: MakeSegment,
+        existing: dict[str, dict[str, FileStat]],
+    ):
+        self.root = root
+        self.options = options
+        self.checkpoint = checkpoint
+        self.done = done  # folder key -> file name -> mtime_ns, acknowledged
+        self.streams = streams  # folder key -> the stream being followed (shared with the source)
+        self.make_segment = make_segment
+        self.existing = existing  # start_at="live": folder key -> the files there at the start
+        self.checkpoint_path = str(checkpoint.path)
+
+    async def run(self, emit: Emit) -> None:
+        """Follow the streams until cancelled; with `once`, until each has had its one pass."""
+        async with asyncio.TaskGroup() as tasks:
+            await self._discover(tasks, emit, initial=True)
+            if self.options.once:
+                return  # the task group waits for every stream to finish its pass
+            tasks.create_task(self._watch(tasks, emit), name="folder:events")
+            while True:  # new stream folders that no event announced
+                await asyncio.sleep(self.options.poll_interval)
+                await self._discover(tasks, emit)
+
+    async def _discover(self, tasks: asyncio.TaskGroup, emit: Emit, initial: bool = False) -> None:
+        """Start following every stream folder not followed yet."""
+        opts = self.options
+        try:
+            keys = await asyncio.to_thread(find_streams, self.root, opts.pattern, opts.subfolders)
+        except OSError as exc:
+            log.warning("cannot list %s (%s); trying again in %ss", self.root, exc, opts.poll_interval)
+            return
+        new = [k for k in keys if k not in self.streams]
+        names = ", ".join(k or os.path.basename(self.root) for k in new)
+        if initial:
+            log.info("found %d stream(s) in %s: %s", len(new), self.root, names or "none yet")
+        elif new:
+            log.info("found new stream(s) in %s: %s", self.root, names)
+        for key in new:
+            stream = Stream(
+                name=key or os.path.basename(self.root),
+                folder=os.path.join(self.root, key),
+                key=key,
+                done=self.done.setdefault(key, {}),
+                settle_seconds=opts.settle_seconds,
+                existing=self.existing.pop(key, None),
+            )
+            self.streams[key] = stream
+            tasks.create_task(self._follow(stream, emit), name=f"folder:{stream.name}")
+
+    async def _follow(self, stream: Stream, emit: Emit) -> None:
+        """Look at one stream folder whenever it changes or the rescan interval passes, and emit
+        its complete segments in order (each `emit` may wait: that is backpressure)."""
+        opts = self.options
+        first_look = time.monotonic()
+        while True:
+            try:
+                listing = await asyncio.to_thread(scan_folder, stream.folder, opts.pattern)
+            except FileNotFoundError:
+                log.info("stream %s: folder %s is gone; stopped following it", stream.name, stream.folder)
+                del self.streams[stream.key]
+                if stream.done:
+                    await asyncio.to_thread(self.checkpoint.remove, stream.key, list(stream.done))
+                    stream.done.clear()
+                return
+            except OSError as exc:
+                log.warning("stream %s: cannot list %s (%s); trying again", stream.name, stream.folder, exc)
+                recheck = None
+            else:
+                gone = stream.forget_missing(listing)
+                if gone:
+                    await asyncio.to_thread(self.checkpoint.remove, stream.key, gone)
+                ready, recheck = stream.select(listing, time.monotonic())
+                seen_at = time.time()
+                for item in ready:
+                    sequence = "unknown" if item.entry is None else item.entry.sequence
+                    log.info("new segment %s (stream %s, sequence %s)", item.name, stream.name, sequence)
+                    path = os.path.join(stream.folder, item.name)
+                    await emit(self.make_segment(path, stream.name, stream.key, item.stat, item.entry, seen_at))
+            if opts.once and (recheck is None or time.monotonic() - first_look >= opts.settle_seconds):
+                return
+            timeout = opts.poll_interval if recheck is None else min(opts.poll_interval, recheck)
+            try:
+                async with asyncio.timeout(timeout):
+                    await stream.wake.wait()
+            except TimeoutError:
+                pass
+            stream.wake.clear()
+
+    async def _watch(self, tasks: asyncio.TaskGroup, emit: Emit) -> None:
+        """Wake the streams whose folders change; look for new stream folders when the root does."""
+        try:
+            async for changes in awatch(
+                self.root,
+                watch_filter=self._relevant,
+                debounce=WATCH_DEBOUNCE_MS,
+                recursive=self.options.subfolders,
+            ):
+                rediscover = False
+                for change, path in changes:
+                    parts = Path(os.path.relpath(path, self.root)).parts
+                    stream = self.streams.get(parts[0] if len(parts) == 2 else "")
+                    if stream is not None:
+                        stream.wake.set()
+                    # a new entry in the root may be a new stream folder
+                    rediscover |= stream is None or (len(parts) == 1 and change == Change.added)
+                if rediscover:
+                    await self._discover(tasks, emit)
+        except (OSError, WatchfilesRustInternalError) as exc:
+            log.warning("no file events for %s (%s); rescanning every %ss", self.root, exc, self.options.poll_interval)
+
+    def _relevant(self, _change: Change, path: str) -> bool:
+        """A change in the root or a stream folder, not to a hidden file (a temp file being
+        written, our checkpoint) nor to a checkpoint kept elsewhere in the tree."""
+        parts = Path(os.path.relpath(path, self.root)).parts
+        return (
+            0 < len(parts) <= 2
+            and not any(p.startswith(".") for p in parts)  # also ".." for a path outside the root
+            and not path.startswith(self.checkpoint_path)
+        )

@@ -1,10 +1,14 @@
 """Describe a plugin's options (from its pydantic model) for `livewatch plugins` and the README."""
 from __future__ import annotations
 
+from typing import Literal, get_args, get_origin
+
 from pydantic import BaseModel
 
 
 def _type_name(annotation) -> str:
+    if get_origin(annotation) is Literal:
+        return " | ".join(repr(a) for a in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("pathlib.", "")
 

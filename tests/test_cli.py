@@ -5,8 +5,6 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
-
 from livewatch.contract import Detection
 from livewatch.sinks.local import LocalStore
 

@@ -167,3 +167,33 @@ def test_every_hook_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     missing = [h for h in HOOKS if not re.search(rf"^#+ `?{h}\(", readme, re.M)]
     assert not missing, f"hooks without a README heading: {missing}"
+
+
+@pytest.mark.slow
+def test_daemon_runs_with_a_third_party_sink(files_sink_site, tmp_path, random_i3d_dir):
+    from livewatch.testing.media import HlsWriter
+
+    cam = HlsWriter(tmp_path / "live" / "cam7", name="index", seconds=4.0, size=(320, 180))
+    cam.write_segment()
+    cam.write_segment()
+    (tmp_path / "livewatch.toml").write_text(f"""
+[classifier]
+type = "i3d"
+model = "{random_i3d_dir}"
+
+[[sources]]
+type = "folder"
+path = "{tmp_path / 'live'}"
+
+[[sinks]]
+type = "files"
+folder = "{tmp_path / 'out'}"
+""")
+    result = subprocess.run([LIVEWATCH, "run", "--once"], cwd=tmp_path, env=with_site(files_sink_site),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = sorted((tmp_path / "out" / "cam7").glob("*.json"))
+    assert len(written) == 2
+    import json
+    uris = sorted(json.loads(p.read_text())["uri"] for p in written)
+    assert uris == sorted(str(p) for p in cam.segments)

@@ -1,0 +1,134 @@
+"""End to end, as a user runs it: `livewatch run --config ...` as a subprocess on a folder that an
+encoder writes a live HLS stream into, with a real (randomly initialised) I3D model."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from livewatch.testing.media import HlsWriter
+
+pytestmark = pytest.mark.slow
+
+LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
+
+
+class RunningDaemon:
+    def __init__(self, workdir: Path, config: Path):
+        self.stdout_path = workdir / f"stdout-{time.monotonic_ns()}.jsonl"
+        self.stderr_path = self.stdout_path.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [LIVEWATCH, "run", "--config", str(config)], cwd=workdir,
+            stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
+
+    def stop(self, timeout=60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.stderr_path.read_text()
+
+
+def store_rows(db: Path) -> dict[str, dict]:
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as conn:
+        return {uri: json.loads(d) for uri, d in conn.execute("SELECT uri, detection FROM detections")}
+
+
+def wait_for(predicate, daemon: RunningDaemon, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert daemon.proc.poll() is None, f"daemon exited early:\n{daemon.log()}"
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; daemon log:\n{daemon.log()}")
+
+
+def test_daemon_classifies_a_live_folder_and_restarts_without_repeats_or_gaps(tmp_path, random_i3d_dir):
+    live = tmp_path / "live"
+    db = tmp_path / "data" / "detections.db"
+    config = tmp_path / "livewatch.toml"
+    config.write_text(f"""
+[daemon]
+workers = 1
+shutdown_timeout = 60
+
+[classifier]
+type = "i3d"
+model = "{random_i3d_dir}"
+top_k = 3
+
+[[sources]]
+type = "folder"
+path = "{live}"
+settle_seconds = 1.0
+
+[[sinks]]
+type = "local"
+path = "{db}"
+
+[[sinks]]
+type = "stdout"
+format = "json"
+""")
+    cam = HlsWriter(live / "cam1", name="index", seconds=4.0, size=(480, 270))
+    cam.write_segment()  # already there when the daemon starts
+
+    first = RunningDaemon(tmp_path, config)
+    cam.write_segment()  # written while it runs
+    broken = live / "broken"
+    broken.mkdir()
+    (broken / "empty.ts").write_bytes(b"")
+    (broken / "garbage.ts").write_bytes(os.urandom(50_000))
+    wait_for(lambda: len(store_rows(db)) == 4, first)
+    assert first.stop() == 0, first.log()
+
+    rows = store_rows(db)
+    good = {str(p) for p in cam.segments}
+    assert set(rows) == good | {str(broken / "empty.ts"), str(broken / "garbage.ts")}
+    for uri in good:
+        assert rows[uri]["error"] is None and rows[uri]["label"] and len(rows[uri]["top_k"]) == 3
+        assert rows[uri]["stream"] == "cam1" and len(rows[uri]["frames"]) == 32
+    assert [rows[str(p)]["sequence"] for p in cam.segments] == [0, 1]
+    assert "empty" in rows[str(broken / "empty.ts")]["error"]
+    assert rows[str(broken / "garbage.ts")]["error"]
+    printed = [line["uri"] for line in first.lines()]
+    assert sorted(printed) == sorted(rows)  # each detection printed once
+
+    cam.write_segment()  # written while the daemon is down: must not be skipped
+    second = RunningDaemon(tmp_path, config)
+    wait_for(lambda: len(second.lines()) == 1, second)
+    cam.write_segment()  # and one more while it runs again
+    wait_for(lambda: len(second.lines()) == 2, second)
+    assert second.stop() == 0, second.log()
+
+    assert [line["uri"] for line in second.lines()] == [str(p) for p in cam.segments[2:]]
+    assert len(store_rows(db)) == 6
+
+
+def test_classify_prints_one_detection_per_file(tmp_path, random_i3d_dir):
+    cam = HlsWriter(tmp_path, name="seg", seconds=4.0, size=(480, 270))
+    good = cam.write_segment()
+    bad = tmp_path / "notes.ts"
+    bad.write_text("this is not a video")
+    result = subprocess.run(
+        [LIVEWATCH, "classify", str(good), str(bad), "--model", str(random_i3d_dir)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr  # one file failed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["uri"] for d in lines] == [str(good), str(bad)]
+    assert lines[0]["error"] is None and lines[0]["label"]
+    assert lines[1]["label"] is None and lines[1]["error"]

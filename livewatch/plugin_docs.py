@@ -8,9 +8,9 @@ from pydantic import BaseModel
 
 def _type_name(annotation) -> str:
     if get_origin(annotation) is Literal:
-        return " | ".join(repr(a) for a in get_args(annotation))
+        return " or ".join(repr(a) for a in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("pathlib.", "")
+    return text.replace("typing.", "").replace("pathlib.", "").replace(" | ", " or ")
 
 
 def describe_options(model: type[BaseModel]) -> list[dict]:

@@ -57,7 +57,9 @@ class DaemonSettings(BaseModel):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds in-flight segments get to finish on SIGINT/SIGTERM"
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="how much the daemon logs (to standard error)"
+    )
 
 
 class ComponentConfig(BaseModel):

@@ -155,7 +155,7 @@ class Daemon:
         async def emit(segment: Segment) -> None:
             segment.source = segment.source or source.instance
             self.stats.received += 1
-            log.info("segment %s received from %s (stream %s)", segment.uri, source.instance,
+            log.debug("segment %s received from %s (stream %s)", segment.uri, source.instance,
                      segment.stream)
             await self._queue.put((source, segment))
 

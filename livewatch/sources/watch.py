@@ -100,6 +100,7 @@ class FolderWatcher:
         its complete segments in order (each `emit` may wait: that is backpressure)."""
         opts = self.options
         first_look = time.monotonic()
+        listing = None
         while True:
             try:
                 listing = await asyncio.to_thread(scan_folder, stream.folder, opts.pattern)
@@ -125,6 +126,7 @@ class FolderWatcher:
                     path = os.path.join(stream.folder, item.name)
                     await emit(self.make_segment(path, stream.name, stream.key, item.stat, item.entry, seen_at))
             if opts.once and (recheck is None or time.monotonic() - first_look >= opts.settle_seconds):
+                self._report_left(stream, listing)
                 return
             timeout = opts.poll_interval if recheck is None else min(opts.poll_interval, recheck)
             try:
@@ -133,6 +135,17 @@ class FolderWatcher:
             except TimeoutError:
                 pass
             stream.wake.clear()
+
+    @staticmethod
+    def _report_left(stream, listing) -> None:
+        """With `once`, say which files this pass leaves for a later run: nothing goes unmentioned."""
+        if listing is None:
+            return
+        left = sorted(n for n, st in listing.files.items()
+                      if n not in stream.taken and stream.done.get(n) != st.mtime_ns)
+        if left:
+            log.warning("stream %s: %d file(s) not complete yet (not in the playlist, or still "
+                        "growing), left for a later run: %s", stream.name, len(left), ", ".join(left))
 
     async def _watch(self, tasks: asyncio.TaskGroup, emit: Emit) -> None:
         """Wake the streams whose folders change; look for new stream folders when the root does."""

@@ -1,6 +1,7 @@
 """`livewatch classify FILE...`: the daemon's classifier and stdout format, without the daemon."""
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -9,13 +10,15 @@ from .daemon import classify_segment
 from .errors import TransientError
 from .settings import ComponentConfig, load_settings
 from .sinks.stdout import formatter_for
+from .sources.folder import open_segment_file
 from .wiring import build_component
 
 
 def file_segment(path: Path) -> Segment:
     path = path.absolute()
-    return Segment(uri=str(path), stream=path.parent.name or "files", open=lambda: open(path, "rb"),
-                   size=path.stat().st_size if path.exists() else None)
+    return Segment(uri=str(path), stream=path.parent.name or "files",
+                   open=functools.partial(open_segment_file, path),
+                   size=path.stat().st_size if path.is_file() else None)
 
 
 async def classify_files(config: Path | None, files: list[Path], model: str | None = None,

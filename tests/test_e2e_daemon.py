@@ -123,12 +123,14 @@ def test_classify_prints_one_detection_per_file(tmp_path, random_i3d_dir):
     good = cam.write_segment()
     bad = tmp_path / "notes.ts"
     bad.write_text("this is not a video")
+    gone = tmp_path / "gone.ts"
     result = subprocess.run(
-        [LIVEWATCH, "classify", str(good), str(bad), "--model", str(random_i3d_dir)],
+        [LIVEWATCH, "classify", str(good), str(bad), str(gone), "--model", str(random_i3d_dir)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 1, result.stderr  # one file failed
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [d["uri"] for d in lines] == [str(good), str(bad)]
+    assert [d["uri"] for d in lines] == [str(good), str(bad), str(gone)]
     assert lines[0]["error"] is None and lines[0]["label"]
-    assert lines[1]["label"] is None and lines[1]["error"]
+    assert lines[1]["label"] is None and lines[1]["error"].startswith("not a video")
+    assert lines[2]["error"].startswith("segment file is gone")

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from ..components import Emit, Options, Source
 from ..contract import Segment
-from ..errors import ConfigError
+from ..errors import ConfigError, SegmentError
 from ..hookspecs import hookimpl
 from .checkpoint import Checkpoint
 from .playlist import Entry
@@ -184,7 +184,7 @@ class FolderSource(Source):
         return Segment(
             uri=path,
             stream=stream,
-            open=functools.partial(open, path, "rb"),
+            open=functools.partial(open_segment_file, path),
             source=self.instance,
             sequence=entry.sequence if entry else None,
             start=entry.start if entry else None,
@@ -193,6 +193,19 @@ class FolderSource(Source):
             size=stat.size,
             arrived_at=seen_at,
         )
+
+
+def open_segment_file(path: str | os.PathLike):
+    """Open a segment file; one that is gone is a SegmentError (an error detection), not a crash."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise SegmentError(
+            f"segment file is gone: {os.fspath(path)} was deleted before it could be read "
+            "(an encoder that deletes old segments faster than they are classified?)"
+        ) from None
+    except IsADirectoryError:
+        raise SegmentError(f"not a file: {os.fspath(path)} is a directory") from None
 
 
 @hookimpl

@@ -170,7 +170,7 @@ def test_every_hook_is_documented_in_the_readme():
 
 
 @pytest.mark.slow
-def test_daemon_runs_with_a_third_party_sink(files_sink_site, tmp_path, random_i3d_dir):
+def test_daemon_runs_with_a_third_party_sink(files_sink_site, tmp_path, tiny_i3d_dir):
     from livewatch.testing.media import HlsWriter
 
     cam = HlsWriter(tmp_path / "live" / "cam7", name="index", seconds=4.0, size=(320, 180))
@@ -179,7 +179,7 @@ def test_daemon_runs_with_a_third_party_sink(files_sink_site, tmp_path, random_i
     (tmp_path / "livewatch.toml").write_text(f"""
 [classifier]
 type = "i3d"
-model = "{random_i3d_dir}"
+model = "{tiny_i3d_dir}"
 
 [[sources]]
 type = "folder"

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "livewatch.model.i3d_classifier",
     "livewatch.sinks.local",
     "livewatch.sinks.stdout",
+    "livewatch.deploy.commands",
 )
 
 KINDS = {"source": Source, "classifier": Classifier, "sink": Sink}

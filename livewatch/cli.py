@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import ConfigError, LivewatchError
+from .logs import setup_logging
 
 log = logging.getLogger("livewatch")
 
@@ -20,15 +21,6 @@ config_option = click.option(
     "--config", "-c", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="TOML config file (default: ./livewatch.toml if it exists).",
 )
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of file events
 
 
 class LivewatchGroup(click.Group):
@@ -84,7 +76,7 @@ def run(config, folder, model, workers, once, log_level):
             ComponentConfig(**{**s.model_dump(), "once": True}) if s.type == "folder" else s
             for s in settings.sources
         ]
-    setup_logging(settings.daemon.log_level)
+    setup_logging(settings.daemon.log_level, settings.daemon.log_format)
     components = build(settings)
     daemon = Daemon(components.sources, components.classifier, components.sinks, settings.daemon)
     stats = asyncio.run(daemon.run())

@@ -20,6 +20,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from .components import Classifier, Sink, Source
 from .contract import Detection, Segment
 from .errors import SegmentError, TransientError
+from .health import HealthServer
+from .logs import current_segment
+from .metrics import Metrics
 from .settings import DaemonSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ class Stats:
     classified: int = 0
     failed: int = 0  # error detections written (bad segments)
     released: int = 0  # returned to their source unacknowledged (transient failures, shutdown)
+    skipped: int = 0  # skipped by the live lag policy (a detection says so; acknowledged)
     acked: int = 0
     per_stream: dict[str, int] = field(default_factory=dict)
 
@@ -50,15 +54,24 @@ class Daemon:
         self.sinks = sinks
         self.settings = settings or DaemonSettings()
         self.stats = Stats()
+        self.metrics = Metrics()
+        #: starting -> ready -> stopping -> stopped; /readyz is 200 only while "ready"
+        self.state = "starting"
+        self.health: HealthServer | None = None
         self._queue: asyncio.Queue[tuple[Source, Segment]] = asyncio.Queue(self.settings.queue_size)
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task, tuple[Source, Segment]] = {}
+        self._waiting: dict[str, int] = {}  # queued segments per stream (the live lag policy)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def run(self, handle_signals: bool = True) -> Stats:
         """Run until every source is exhausted (one-shot sources) or `stop()` / a signal."""
         started = []
+        if self.settings.health_listen:
+            required = "health_listen" in self.settings.model_fields_set
+            self.health = HealthServer(self, self.settings.health_listen, required=required)
+            await self.health.start()  # first: /livez answers while the model loads
         try:
             # Sinks first (a missing table fails before any work), then the model, then the
             # sources, so that nothing is pulled before it can be classified and written.
@@ -68,8 +81,11 @@ class Daemon:
                 await component.start()
             if handle_signals:
                 self._install_signal_handlers()
+            if not self._stopping.is_set():
+                self.state = "ready"
             await self._serve()
         finally:
+            self.state = "stopping"
             if handle_signals:
                 self._remove_signal_handlers()
             for component in reversed(started):
@@ -77,10 +93,13 @@ class Daemon:
                     await component.close()
                 except Exception:
                     log.exception("closing %r failed", component)
+            if self.health is not None:
+                await self.health.close()
+            self.state = "stopped"
         log.info(
-            "stopped: %d received, %d classified, %d error detections, %d released, %d acknowledged",
-            self.stats.received, self.stats.classified, self.stats.failed,
-            self.stats.released, self.stats.acked,
+            "stopped: %d received, %d classified, %d error detections, %d skipped, %d released, "
+            "%d acknowledged", self.stats.received, self.stats.classified, self.stats.failed,
+            self.stats.skipped, self.stats.released, self.stats.acked,
         )
         return self.stats
 
@@ -90,6 +109,12 @@ class Daemon:
             log.info("stopping: no new segments; waiting up to %.0fs for %d in flight",
                      self.settings.shutdown_timeout, len(self._in_flight))
             self._stopping.set()
+            if self.state == "ready":
+                self.state = "stopping"
+
+    def refresh_gauges(self) -> None:
+        self.metrics.queue_depth.set(self._queue.qsize())
+        self.metrics.in_flight.set(len(self._in_flight))
 
     async def _serve(self) -> None:
         source_tasks = [
@@ -111,9 +136,8 @@ class Daemon:
                 joined.cancel()
         finally:
             stopping.cancel()
-            for task in source_tasks:
-                task.cancel()
-            await asyncio.gather(*source_tasks, return_exceptions=True)
+            sources_done.cancel()  # cancels every source task
+            await asyncio.gather(sources_done, *source_tasks, return_exceptions=True)
             await self._release_queued()
             await self._finish_in_flight(workers)
 
@@ -136,6 +160,7 @@ class Daemon:
     async def _release_queued(self) -> None:
         while not self._queue.empty():
             source, segment = self._queue.get_nowait()
+            self._waiting[segment.stream] = self._waiting.get(segment.stream, 1) - 1
             self._queue.task_done()
             await self._release(source, segment, "shutting down before it was classified")
 
@@ -155,9 +180,11 @@ class Daemon:
         async def emit(segment: Segment) -> None:
             segment.source = segment.source or source.instance
             self.stats.received += 1
+            self.metrics.received.labels(segment.stream, segment.source).inc()
             log.debug("segment %s received from %s (stream %s)", segment.uri, source.instance,
                      segment.stream)
             await self._queue.put((source, segment))
+            self._waiting[segment.stream] = self._waiting.get(segment.stream, 0) + 1
 
         await source.run(emit)
         log.info("source %r has no more segments", source.instance)
@@ -165,6 +192,7 @@ class Daemon:
     async def _worker(self) -> None:
         while True:
             source, segment = await self._queue.get()
+            self._waiting[segment.stream] = self._waiting.get(segment.stream, 1) - 1
             # The segment's own task is shielded from the worker's cancellation, so a shutdown
             # lets it finish within the grace period instead of abandoning it half-written.
             task = asyncio.create_task(self._handle(source, segment), name=f"segment:{segment.uri}")
@@ -183,7 +211,12 @@ class Daemon:
                 self._queue.task_done()
 
     async def _handle(self, source: Source, segment: Segment) -> None:
-        detection = await self._classify(source, segment)
+        current_segment.set(segment.uri)  # this task's log lines name the segment
+        skipped = self._skip_reason(segment)
+        if skipped:
+            detection = Detection.failed(segment, skipped)
+        else:
+            detection = self._over_limits(segment) or await self._classify(source, segment)
         if detection is None:
             return
         detection.with_latency_from(segment)
@@ -192,20 +225,42 @@ class Daemon:
         except Exception as exc:
             await self._release(source, segment, f"a sink failed: {exc}")
             return
-        if detection.ok:
-            self.stats.classified += 1
-            log.info("segment %s: %s (%.2f), latency %.0f ms", segment.uri, detection.label,
-                     detection.probability or 0.0, detection.latency_ms or 0.0)
-        else:
-            self.stats.failed += 1
-        self.stats.per_stream[segment.stream] = self.stats.per_stream.get(segment.stream, 0) + 1
+        self._count(segment, detection, skipped=bool(skipped))
         try:
             await source.ack(segment)
             self.stats.acked += 1
+            self.metrics.acked.labels(segment.stream, segment.source).inc()
         except Exception:
             log.exception("segment %s: acknowledging to %s failed; it may be delivered again "
                           "(its detection is written, and a rewrite is idempotent)", segment.uri,
                           source.instance)
+
+    def _skip_reason(self, segment: Segment) -> str | None:
+        """The live lag policy: skip a segment when a newer one of its stream already waits."""
+        newer = self._waiting.get(segment.stream, 0)
+        if self.settings.lag_policy != "live" or newer <= 0:
+            return None
+        return (f"skipped to stay live: {newer} newer segment(s) of stream {segment.stream!r} were "
+                "already waiting (daemon.lag_policy = \"live\")")
+
+    def _over_limits(self, segment: Segment) -> Detection | None:
+        limit_mb = self.settings.max_segment_mb
+        if segment.size is not None and segment.size > limit_mb * 1_000_000:
+            return Detection.failed(
+                segment, f"segment too large: {segment.size / 1e6:.1f} MB, the limit is "
+                f"{limit_mb:g} MB (daemon.max_segment_mb); it was not read")
+        return None
+
+    def _count(self, segment: Segment, detection: Detection, skipped: bool) -> None:
+        outcome = "skipped" if skipped else "classified" if detection.ok else "failed"
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        self.stats.per_stream[segment.stream] = self.stats.per_stream.get(segment.stream, 0) + 1
+        self.metrics.record(segment, detection, outcome)
+        if skipped:
+            log.info("segment %s: %s", segment.uri, detection.error)
+        elif detection.ok:
+            log.info("segment %s: %s (%.2f), latency %.0f ms", segment.uri, detection.label,
+                     detection.probability or 0.0, detection.latency_ms or 0.0)
 
     async def _classify(self, source: Source, segment: Segment) -> Detection | None:
         try:
@@ -215,6 +270,10 @@ class Daemon:
             return None
 
     async def _write(self, sink: Sink, detection: Detection) -> None:
+        with self.metrics.sink_write.labels(sink.instance).time():
+            await self._write_with_retries(sink, detection)
+
+    async def _write_with_retries(self, sink: Sink, detection: Detection) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(self.settings.sink_retries + 1),
@@ -227,6 +286,8 @@ class Daemon:
                 except TransientError as exc:
                     log.warning("segment %s: sink %r failed (attempt %d): %s", detection.uri,
                                 sink.instance, attempt.retry_state.attempt_number, exc)
+                    if attempt.retry_state.attempt_number <= self.settings.sink_retries:
+                        self.metrics.retries.labels(sink.instance).inc()
                     raise
                 except Exception:
                     log.exception("segment %s: sink %r failed", detection.uri, sink.instance)
@@ -234,6 +295,7 @@ class Daemon:
 
     async def _release(self, source: Source, segment: Segment, why: str) -> None:
         self.stats.released += 1
+        self.metrics.released.labels(segment.stream, segment.source or source.instance).inc()
         log.warning("segment %s: not acknowledged (%s); it will be delivered again", segment.uri, why)
         try:
             await source.release(segment)

@@ -60,6 +60,22 @@ class DaemonSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="how much the daemon logs (to standard error)"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line (with `segment` set on every "
+        "line about one)"
+    )
+    health_listen: str = Field(
+        "127.0.0.1:9108", description="host:port serving /livez, /readyz and Prometheus /metrics; "
+        "\"\" turns it off (if the default port is taken, the daemon runs without it)"
+    )
+    lag_policy: Literal["all", "live"] = Field(
+        "all", description="when behind: `all` classifies every segment (lag grows); `live` skips "
+        "a segment when a newer one of its stream is already waiting, recording the skip"
+    )
+    max_segment_mb: float = Field(
+        64.0, gt=0, description="a bigger segment is an error detection, never read (a 10 s 1080p "
+        "segment is a few MB)"
+    )
 
 
 class ComponentConfig(BaseModel):

@@ -2,58 +2,14 @@
 encoder writes a live HLS stream into, with a real (randomly initialised) I3D model."""
 import json
 import os
-import signal
-import sqlite3
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from livewatch.testing.daemon_process import LIVEWATCH, RunningDaemon, store_rows, wait_for
 from livewatch.testing.media import HlsWriter
 
 pytestmark = pytest.mark.slow
-
-LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
-
-
-class RunningDaemon:
-    def __init__(self, workdir: Path, config: Path):
-        self.stdout_path = workdir / f"stdout-{time.monotonic_ns()}.jsonl"
-        self.stderr_path = self.stdout_path.with_suffix(".log")
-        self.proc = subprocess.Popen(
-            [LIVEWATCH, "run", "--config", str(config)], cwd=workdir,
-            stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
-
-    def stop(self, timeout=60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def log(self) -> str:
-        return self.stderr_path.read_text()
-
-
-def store_rows(db: Path) -> dict[str, dict]:
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db) as conn:
-        return {uri: json.loads(d) for uri, d in conn.execute("SELECT uri, detection FROM detections")}
-
-
-def wait_for(predicate, daemon: RunningDaemon, timeout=240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert daemon.proc.poll() is None, f"daemon exited early:\n{daemon.log()}"
-        time.sleep(0.5)
-    raise AssertionError(f"timed out; daemon log:\n{daemon.log()}")
 
 
 def test_daemon_classifies_a_live_folder_and_restarts_without_repeats_or_gaps(tmp_path, random_i3d_dir):

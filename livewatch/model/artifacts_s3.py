@@ -17,13 +17,16 @@ from .artifacts import ModelArtifact, archive_name, load_artifact, unpack_model_
 def fetch_s3_model(uri: str, cache: Path) -> ModelArtifact:
     try:
         import boto3
+        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
         raise ModelError(f"model {uri!r} is on S3, which needs boto3: pip install 'livewatch[aws]'") from None
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not bucket or not key:
         raise ModelError(f"model {uri!r} is not an s3://bucket/key URI")
-    s3 = boto3.client("s3")
+    # Bounded: a model load that hangs on the network would hold the daemon's start-up forever.
+    s3 = boto3.client("s3", config=Config(connect_timeout=10, read_timeout=60,
+                                          retries={"mode": "standard", "max_attempts": 5}))
     try:
         etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
         dest = cache / "s3" / hashlib.sha256(f"{bucket}/{key}#{etag}".encode()).hexdigest()[:16]

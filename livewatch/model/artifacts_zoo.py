@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +20,21 @@ from .artifacts import ModelArtifact, ModelMeta, export_block, load_artifact
 
 #: The zoo family this classifier runs: I3D over ResNet, 32 frames at 224x224.
 ZOO_NAME = re.compile(r"^i3d_(nl\d+_)?resnet\d+_v1_\w+$")
+
+
+#: Seconds a stalled download may wait for the server (GluonCV's downloader sets no timeout).
+DOWNLOAD_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float):
+    """A timeout for the blocking sockets opened meanwhile (asyncio's own are non-blocking)."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def zoo_names() -> list[str]:
@@ -44,7 +60,7 @@ def fetch_zoo_model(name: str, cache: Path) -> ModelArtifact:
     repo = os.environ.get("MXNET_GLUON_REPO", apache_repo_url)
     try:
         # GluonCV prints its progress to stdout, where the stdout sink writes JSON lines.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), socket_timeout(DOWNLOAD_TIMEOUT):
             net = get_model(name, pretrained=True, root=str(cache / "gluoncv"))
     except Exception as exc:  # requests' errors, a truncated zip, GluonCV's hash check: all say why
         raise ModelError(

@@ -28,8 +28,31 @@ from livewatch.model.sampling import window_indices
 
 BILINEAR = Interpolation.BILINEAR
 
+
+def _one_scaler_thread() -> dict:
+    """Recent PyAV gives a new swscale context an automatic thread pool unless told otherwise;
+    on a busy small CPU, setting that up costs more than it saves on 32 small frames. Older PyAV
+    has no ``threads`` argument (and no pool)."""
+    try:
+        VideoReformatter().reformat(av.VideoFrame(16, 16, "yuv420p"), 8, 8, "rgb24", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
+
+
+_ONE_THREAD = _one_scaler_thread()
+
 MIN_FRAMES = 3
 """Fewer frames than this show no motion: GluonCV's window is then frame 0 repeated."""
+
+CONTAINERS = ("mpegts", "mp4")
+"""What HLS and our one-shot files come in (FFmpeg calls MP4 "mov,mp4,m4a,3gp,3g2,mj2")."""
+
+CODECS = ("h264", "hevc")
+"""The video codecs HLS carries (RFC 8216); anything else is refused before decoding."""
+
+MAX_SECONDS = 60.0
+"""A segment longer than this is refused before decoding (HLS segments are seconds long)."""
 
 
 @dataclass
@@ -50,12 +73,15 @@ def decode_clip(
     new_length: int = 32,
     new_step: int = 1,
     size: tuple[int, int] = (340, 256),
+    codecs: tuple[str, ...] | list[str] = CODECS,
+    max_seconds: float | None = MAX_SECONDS,
 ) -> Clip:
     """Decode GluonCV's test window of `src`, resized to `size` (width, height) by FFmpeg.
 
     The resize is swscale's bilinear inside the decoder, as decord's ``scale`` filter did it.
     Raises SegmentError, with the reason in words, for anything that is not decodable video, and
-    OSError when `src` cannot be read at all.
+    OSError when `src` cannot be read at all. The container, the codec (`codecs`) and the
+    duration (`max_seconds`) are checked before any frame is decoded.
     """
     started = time.perf_counter()
     if _byte_size(src) == 0:
@@ -69,8 +95,10 @@ def decode_clip(
             hint = " (audio only?)" if container.streams.audio else ""
             raise SegmentError(f"not a video: no video stream in segment{hint}")
         stream = container.streams.video[0]
+        _check_input(container, stream, codecs, max_seconds)
         stream.codec_context.thread_count = 1  # faster than threads for a ~46-frame window on 2 cores
         packets = _demux(container, stream)
+        _check_duration(stream, packets, max_seconds)
         if len(packets) < MIN_FRAMES:
             raise SegmentError(
                 f"segment too short: {len(packets)} decodable frame(s), "
@@ -88,6 +116,29 @@ def decode_clip(
             height=stream.codec_context.height,
             decode_ms=(time.perf_counter() - started) * 1000,
         )
+
+
+def _check_input(container, stream, codecs, max_seconds) -> None:
+    formats = set(container.format.name.split(","))
+    if not formats & set(CONTAINERS):
+        raise SegmentError(f"unsupported container {container.format.name!r}: livewatch reads "
+                           f"{' and '.join(CONTAINERS)}")
+    codec = stream.codec_context.name
+    if codecs and codec not in codecs:
+        raise SegmentError(f"unsupported video codec {codec!r}: allowed are {', '.join(codecs)}")
+    if max_seconds and container.duration and container.duration / av.time_base > max_seconds:
+        raise SegmentError(f"segment too long: {container.duration / av.time_base:.0f} s, the "
+                           f"limit is {max_seconds:g} s")
+
+
+def _check_duration(stream, packets, max_seconds) -> None:
+    """The demuxed packets' time span (the container's duration is only an estimate on MPEG-TS)."""
+    if not max_seconds or not packets or stream.time_base is None:
+        return
+    times = [p.pts for p in packets if p.pts is not None]
+    if times and (max(times) - min(times)) * stream.time_base > max_seconds:
+        seconds = float((max(times) - min(times)) * stream.time_base)
+        raise SegmentError(f"segment too long: {seconds:.0f} s, the limit is {max_seconds:g} s")
 
 
 def _byte_size(src: str | os.PathLike | BinaryIO) -> int | None:
@@ -138,16 +189,24 @@ def _decode(
     width, height = size
     scaler = VideoReformatter()  # one scaler for the clip: a new one per frame costs as much again
     frames: dict[int, np.ndarray] = {}
+    context = stream.codec_context
     try:
         for packet in [*packets[start:], None]:
+            # A frame shown before the window that no other frame refers to (a non-reference
+            # B-frame) need not be decoded at all: ~1 in 6 of the frames from a live encoder.
+            before = packet is not None and packet.pts < first_pts
+            context.skip_frame = "NONREF" if before else "DEFAULT"
             for frame in stream.decode(packet):
                 i = index_of.get(frame.pts)
                 if i in wanted:
-                    rgb = scaler.reformat(frame, width, height, "rgb24", interpolation=BILINEAR)
+                    rgb = scaler.reformat(frame, width, height, "rgb24", interpolation=BILINEAR,
+                                          **_ONE_THREAD)
                     frames[i] = rgb.to_ndarray()
             if len(frames) == len(wanted):
                 return frames
     except av.FFmpegError as e:
         raise SegmentError(f"could not decode: {_reason(e)}") from e
+    finally:
+        context.skip_frame = "DEFAULT"
     missing = sorted(wanted - frames.keys())
     raise SegmentError(f"could not decode: frame(s) {missing} of {len(packets)} did not decode")

@@ -167,9 +167,9 @@ class FolderSource(Source):
             key = os.path.relpath(folder, self._root)
             key = "" if key == os.curdir else folder if key.split(os.sep)[0] == os.pardir else key
             stat = await asyncio.to_thread(stat_file, path)
-            if stat is None:
-                log.warning("%s is gone; skipped", path)
-                continue
+            if stat is None:  # deleted since start(): emitted anyway, opening it says so
+                log.warning("%s is gone before it could be read", path)
+                stat = FileStat(size=0, mtime_ns=0)
             if self._done.get(key, {}).get(name) == stat.mtime_ns:
                 log.info("%s is already done (checkpoint); skipped", path)
                 continue

@@ -1,0 +1,331 @@
+"""Bad input, the live lag policy, backpressure and health: the daemon keeps going, loses nothing.
+
+Faults are real: real broken files decoded by the real decoder with a real (tiny, random) I3D
+model, files really deleted while the daemon runs, a sink that really sleeps, and the health
+endpoint read over HTTP.
+"""
+import asyncio
+import io
+import json
+import os
+import subprocess
+import time
+import tracemalloc
+import urllib.request
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from livewatch.components import Classifier, Sink, Source
+from livewatch.contract import Detection, Segment
+from livewatch.daemon import Daemon
+from livewatch.model.i3d_classifier import I3DClassifier, I3DOptions
+from livewatch.settings import DaemonSettings
+from livewatch.sinks.local import LocalSink, LocalStore
+from livewatch.sources.folder import FolderOptions, FolderSource
+from livewatch.testing.daemon_process import LIVEWATCH
+from livewatch.testing.media import HlsWriter, write_video
+
+
+def stored(db: Path) -> dict[str, Detection]:
+    store = LocalStore(db)
+    try:
+        return {d.uri: d for d in store.query(limit=10_000)}
+    finally:
+        store.close()
+
+
+def write_audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("mp2", rate=48000)
+        samples = np.zeros((1, 1152 * 40), dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 48000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def write_mpeg2(path: Path, frames: int = 50) -> Path:
+    """A valid MPEG-TS video, but MPEG-2 video: not a codec HLS carries."""
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("mpeg2video", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (180, 320, 3), np.uint8),
+                                               format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+class DeletingSink(Sink):
+    """A sink that, on its first write, deletes a file the daemon has listed but not read yet."""
+
+    name = "deleting"
+
+    def __init__(self, victim: Path):
+        super().__init__()
+        self.victim = victim
+
+    async def write(self, detection):
+        if self.victim.exists():
+            self.victim.unlink()
+
+
+async def test_bad_input_each_gives_one_error_detection_and_the_daemon_goes_on(tmp_path, tiny_i3d_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = HlsWriter(folder, name="good", seconds=2.0, size=(320, 180))
+    first, last = good.write_segment(), good.write_segment()
+    whole = first.read_bytes()
+    bad = {
+        "zero-byte.ts": b"",
+        "truncated.ts": whole[:1000],
+        "random.ts": os.urandom(100_000),
+        "oversized.ts": whole * (2_100_000 // len(whole) + 1),  # a real, valid, too-big segment
+    }
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    write_audio_only(folder / "audio-only.ts")
+    write_video(folder / "one-frame.ts", seconds=0.04, size=(320, 180))
+    write_mpeg2(folder / "mpeg2.ts")
+    gone = folder / "gone.ts"
+    gone.write_bytes(whole)
+    order = [first.name, "gone.ts", "zero-byte.ts", "truncated.ts", "random.ts", "oversized.ts",
+             "audio-only.ts", "one-frame.ts", "mpeg2.ts", last.name]
+
+    db = tmp_path / "d.db"
+    source = FolderSource(FolderOptions(path=folder, files=order, subfolders=False))
+    daemon = Daemon(
+        [source], I3DClassifier(I3DOptions(model=str(tiny_i3d_dir))),
+        [DeletingSink(gone), LocalSink(LocalSink.Options(path=db))],
+        DaemonSettings(queue_size=1, max_segment_mb=2.0, health_listen=""),
+    )
+    stats = await asyncio.wait_for(daemon.run(handle_signals=False), 120)
+
+    rows = stored(db)
+    assert sorted(rows) == sorted(str(folder / name) for name in order)  # one detection each
+    errors = {Path(uri).name: d.error for uri, d in rows.items()}
+    assert errors[first.name] is None and errors[last.name] is None  # it carried on to the end
+    assert rows[str(folder / last.name)].label
+    expected = {
+        "gone.ts": "segment file is gone",
+        "zero-byte.ts": "segment is empty (0 bytes)",
+        # cut inside its first frame: what is left cannot be decoded
+        "truncated.ts": ("segment too short: 1 decodable frame(s)",
+                         "could not decode: no keyframe in the segment to start from"),
+        "random.ts": "not a video: FFmpeg cannot read it",
+        "oversized.ts": "segment too large: 2.",  # ... MB, the limit is 2 MB
+        "audio-only.ts": "not a video: no video stream in segment (audio only?)",
+        "one-frame.ts": "segment too short: 1 decodable frame(s)",
+        "mpeg2.ts": "unsupported video codec 'mpeg2video': allowed are h264, hevc",
+    }
+    for name, message in expected.items():
+        assert errors[name] and errors[name].startswith(message), (name, errors[name])
+    assert "the limit is 2 MB (daemon.max_segment_mb); it was not read" in errors["oversized.ts"]
+    assert (stats.classified, stats.failed, stats.released, stats.acked) == (2, 8, 0, 10)
+
+
+async def test_a_segment_longer_than_the_limit_is_refused_before_decoding(tmp_path, tiny_i3d_dir):
+    long = write_video(tmp_path / "long.mp4", seconds=8, fps=5, size=(160, 90))
+    db = tmp_path / "d.db"
+    daemon = Daemon(
+        [FolderSource(FolderOptions(path=tmp_path, files=[long.name]))],
+        I3DClassifier(I3DOptions(model=str(tiny_i3d_dir), max_segment_seconds=5)),
+        [LocalSink(LocalSink.Options(path=db))], DaemonSettings(health_listen=""),
+    )
+    await asyncio.wait_for(daemon.run(handle_signals=False), 60)
+    assert stored(db)[str(long)].error == "segment too long: 8 s, the limit is 5 s"
+
+
+async def _run_one_stream(tmp_path, tiny_i3d_dir, policy):
+    folder = tmp_path / policy
+    writer = HlsWriter(folder, name="cam", seconds=2.0, size=(320, 180))
+    segments = [writer.write_segment() for _ in range(5)]
+    db = tmp_path / f"{policy}.db"
+    daemon = Daemon(
+        [FolderSource(FolderOptions(path=folder, files=[p.name for p in segments]))],
+        I3DClassifier(I3DOptions(model=str(tiny_i3d_dir))),
+        [LocalSink(LocalSink.Options(path=db))],
+        DaemonSettings(queue_size=4, lag_policy=policy, health_listen=""),
+    )
+    stats = await asyncio.wait_for(daemon.run(handle_signals=False), 120)
+    rows = stored(db)
+    return stats, [rows[str(p)] for p in segments]
+
+
+async def test_live_lag_policy_skips_to_the_newest_and_records_the_skips(tmp_path, tiny_i3d_dir):
+    stats, rows = await _run_one_stream(tmp_path, tiny_i3d_dir, "live")
+    # The first is classified while the other four queue up behind it: the three older of those
+    # are skipped (each recorded), the newest is classified.
+    assert [r.label is not None for r in rows] == [True, False, False, False, True]
+    for skipped in rows[1:4]:
+        assert skipped.error.startswith("skipped to stay live: ")
+        assert 'of stream \'live\' were already waiting (daemon.lag_policy = "live")' in skipped.error
+    assert (stats.classified, stats.skipped, stats.failed, stats.acked) == (2, 3, 0, 5)
+
+
+async def test_lag_policy_all_classifies_every_segment(tmp_path, tiny_i3d_dir):
+    stats, rows = await _run_one_stream(tmp_path, tiny_i3d_dir, "all")
+    assert all(r.label and r.error is None for r in rows)
+    assert (stats.classified, stats.skipped) == (5, 0)
+
+
+class EndlessSource(Source):
+    """A stream that never ends: a new 1 MB segment whenever the daemon will take one."""
+
+    name = "endless"
+
+    def __init__(self):
+        super().__init__()
+        self.emitted = 0
+
+    async def run(self, emit):
+        while True:
+            payload = os.urandom(1_000_000)
+            await emit(Segment(uri=f"mem://{self.emitted}", stream="s", sequence=self.emitted,
+                               open=lambda p=payload: io.BytesIO(p), size=len(payload)))
+            self.emitted += 1
+
+
+class SizeClassifier(Classifier):
+    name = "size"
+
+    async def classify(self, segment):
+        data = await asyncio.to_thread(lambda: segment.open().read())
+        return Detection.for_segment(segment, label=f"{len(data)} bytes", probability=1.0)
+
+
+class SlowSink(Sink):
+    name = "slow"
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.written = seconds, 0
+
+    async def write(self, detection):
+        await asyncio.sleep(self.seconds)
+        self.written += 1
+
+
+async def test_a_slow_sink_holds_the_source_back_and_memory_stays_bounded():
+    source, sink = EndlessSource(), SlowSink(0.05)
+    settings = DaemonSettings(queue_size=3, workers=2, health_listen="")
+    daemon = Daemon([source], SizeClassifier(), [sink], settings)
+    tracemalloc.start()
+    try:
+        task = asyncio.create_task(daemon.run(handle_signals=False))
+        depths, backlog = [], []
+        for _ in range(40):  # 2 s: about 80 writes at 2 x 20 per second
+            await asyncio.sleep(0.05)
+            depths.append(daemon._queue.qsize())
+            backlog.append(source.emitted - sink.written)
+        _, peak = tracemalloc.get_traced_memory()
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+    finally:
+        tracemalloc.stop()
+    assert sink.written >= 20  # it made progress
+    assert max(depths) <= settings.queue_size
+    # At most: queued + in flight + the one the source holds while it waits.
+    assert max(backlog) <= settings.queue_size + settings.workers + 1
+    assert peak < 30_000_000  # ~6 segments of 1 MB alive at once, not hundreds
+    assert daemon.stats.acked == sink.written
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+async def test_health_endpoint_and_prometheus_metrics(tmp_path, tiny_i3d_dir):
+    writer = HlsWriter(tmp_path / "live" / "cam", name="cam", seconds=2.0, size=(320, 180))
+    writer.write_segment()
+    (tmp_path / "live" / "junk").mkdir()
+    (tmp_path / "live" / "junk" / "bad.ts").write_bytes(b"not video at all")
+    # Watching the folder (not a one-shot list), so the daemon stays up until told to stop.
+    source = FolderSource(FolderOptions(path=tmp_path / "live", settle_seconds=0.2,
+                                        poll_interval=0.2))
+    gate = asyncio.Event()
+
+    class GatedSink(LocalSink):
+        async def write(self, detection):
+            await gate.wait()  # hold the daemon "ready" while the test reads the endpoint
+            await super().write(detection)
+
+    daemon = Daemon([source], I3DClassifier(I3DOptions(model=str(tiny_i3d_dir))),
+                    [GatedSink(LocalSink.Options(path=tmp_path / "d.db"))],
+                    DaemonSettings(health_listen="127.0.0.1:0"))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    for _ in range(600):
+        if daemon.state == "ready" and daemon.stats.received == 2:
+            break
+        await asyncio.sleep(0.05)
+    url = daemon.health.url
+    status, body = await asyncio.to_thread(_get, url + "/livez")
+    assert status == 200 and json.loads(body)["status"] == "alive"
+    status, body = await asyncio.to_thread(_get, url + "/readyz")
+    assert status == 200 and json.loads(body)["received"] == 2
+    gate.set()
+    for _ in range(600):
+        if daemon.stats.acked == 2:
+            break
+        await asyncio.sleep(0.05)
+    status, metrics = await asyncio.to_thread(_get, url + "/metrics")
+    cam, junk = '{source="folder",stream="cam"}', '{source="folder",stream="junk"}'
+    assert status == 200
+    assert f"livewatch_segments_received_total{cam} 1.0" in metrics
+    assert f"livewatch_segments_received_total{junk} 1.0" in metrics
+    assert f"livewatch_segments_classified_total{cam} 1.0" in metrics
+    assert f"livewatch_segments_failed_total{junk} 1.0" in metrics
+    assert f"livewatch_segments_classified_total{junk}" not in metrics
+    assert f"livewatch_segments_acknowledged_total{cam} 1.0" in metrics
+    assert "livewatch_inference_seconds_count 1.0" in metrics
+    assert 'livewatch_sink_write_seconds_count{sink="local"} 2.0' in metrics
+    assert 'livewatch_lag_seconds{stream="cam"}' in metrics
+    assert "livewatch_queue_depth 0.0" in metrics
+    daemon.stop()
+    status, body = await asyncio.to_thread(_get, url + "/readyz")
+    assert status == 503 and json.loads(body)["status"] == "stopping"
+    await asyncio.wait_for(task, 30)
+    assert daemon.state == "stopped"
+    with pytest.raises(OSError):  # the endpoint is gone with the daemon
+        await asyncio.to_thread(urllib.request.urlopen, url + "/livez", timeout=2)
+
+
+@pytest.mark.slow
+def test_json_logs_name_the_segment_on_every_line_about_it(tmp_path, tiny_i3d_dir):
+    writer = HlsWriter(tmp_path / "live" / "cam", name="cam", seconds=2.0, size=(320, 180))
+    good = writer.write_segment()
+    bad = tmp_path / "live" / "junk" / "bad.ts"  # no playlist: complete once it settles (2 s)
+    bad.parent.mkdir()
+    bad.write_bytes(b"garbage")
+    time.sleep(2.5)
+    result = subprocess.run(
+        [LIVEWATCH, "run", "--once", "--folder", str(tmp_path / "live"), "--model", str(tiny_i3d_dir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LIVEWATCH_DAEMON__LOG_FORMAT": "json",
+             "LIVEWATCH_DAEMON__HEALTH_LISTEN": "", "LIVEWATCH_CONFIG": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    about = {str(good): [], str(bad): []}
+    for line in lines:
+        for uri in about:
+            if uri in line["message"]:
+                about[uri].append(line)
+    for uri, mentions in about.items():
+        assert mentions, f"no log line about {uri}"
+        assert all(line.get("segment") == uri for line in mentions), mentions
+    assert any(line["level"] == "WARNING" and "not a video" in line["message"]
+               for line in about[str(bad)])

@@ -18,11 +18,12 @@ from pydantic import Field
 
 from livewatch.components import Classifier, Options
 from livewatch.contract import Detection, Label, ModelInfo, Segment
+from livewatch.errors import ModelError
 from livewatch.hookspecs import hookimpl
 
 from .artifacts import resolve_model
 from .preprocess import to_tensor
-from .video import decode_clip
+from .video import CODECS, MAX_SECONDS, decode_clip
 
 if TYPE_CHECKING:
     from .i3d import I3DModel
@@ -39,16 +40,29 @@ class I3DOptions(Options):
         "auto", description="where to run the model; auto: a GPU if MXNet sees one"
     )
     threads: int | None = Field(
-        None, ge=1, description="OpenMP threads for MXNet (default: OMP_NUM_THREADS, else all cores)"
+        None, ge=1, description="OpenMP threads for MXNet, or ONNX Runtime's intra-op threads "
+        "(default: OMP_NUM_THREADS, else all cores)"
+    )
+    backend: Literal["mxnet", "onnxruntime"] = Field(
+        "mxnet", description="what runs the forward pass on the CPU: MXNet, or ONNX Runtime on "
+        "an ONNX export of the same model (made once, beside it; needs the `onnx` extra)"
     )
     cache_dir: Path | None = Field(
         None, description="downloaded and unpacked models (default: $LIVEWATCH_CACHE_DIR or "
         "~/.cache/livewatch/models)"
     )
+    codecs: list[str] = Field(
+        list(CODECS), description="video codecs accepted (FFmpeg names); others are error "
+        "detections, refused before decoding"
+    )
+    max_segment_seconds: float = Field(
+        MAX_SECONDS, gt=0, description="a longer segment is an error detection, refused before "
+        "decoding"
+    )
 
 
 class I3DClassifier(Classifier):
-    """Classifies segments with an I3D model in this process (MXNet, CPU or GPU)."""
+    """Classifies segments with an I3D model in this process (MXNet on CPU or GPU, or ONNX Runtime)."""
 
     name = "i3d"
     Options = I3DOptions
@@ -69,7 +83,7 @@ class I3DClassifier(Classifier):
             raise RuntimeError(f"{self!r} was not started")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, detect, self.model, segment, self.options.top_k
+            self._executor, detect, self.model, segment, self.options.top_k, self.options
         )
 
     async def close(self) -> None:
@@ -85,10 +99,18 @@ def load_model(options: I3DOptions) -> "I3DModel":
     from .i3d import I3DModel
 
     artifact = resolve_model(options.model, options.cache_dir)
+    if options.backend == "onnxruntime":
+        if options.device == "gpu":
+            raise ModelError("backend \"onnxruntime\" runs on the CPU; use device \"cpu\" or "
+                             "\"auto\", or backend \"mxnet\" for the GPU")
+        from .onnx_backend import OnnxModel
+
+        return OnnxModel.load(artifact, threads=options.threads)  # same predict/top_k/meta
     return I3DModel.load(artifact, device=options.device, threads=options.threads)
 
 
-def detect(model: "I3DModel", segment: Segment, top_k: int = 5) -> Detection:
+def detect(model: "I3DModel", segment: Segment, top_k: int = 5,
+           options: I3DOptions | None = None) -> Detection:
     """Decode `segment`'s window, run the model on it and describe the result. Blocking.
 
     Raises SegmentError for a segment that is not decodable video. ``infer_ms`` counts the
@@ -96,7 +118,9 @@ def detect(model: "I3DModel", segment: Segment, top_k: int = 5) -> Detection:
     """
     meta = model.meta
     with segment.open() as f:
-        clip = decode_clip(f, new_length=meta.frames, size=meta.resize)
+        limits = options or I3DOptions()
+        clip = decode_clip(f, new_length=meta.frames, size=meta.resize, codecs=limits.codecs,
+                           max_seconds=limits.max_segment_seconds)
     started = time.perf_counter()
     probs = model.predict(to_tensor(clip.frames, crop=meta.crop, mean=meta.mean, std=meta.std))[0]
     infer_ms = (time.perf_counter() - started) * 1000.0

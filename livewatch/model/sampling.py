@@ -1,4 +1,5 @@
 """Which frames of a segment the model sees: GluonCV's test-time window, frame for frame."""
+from __future__ import annotations  # also runs on the serving container's Python 3.8
 
 
 def window_indices(num_frames: int, new_length: int = 32, new_step: int = 1) -> list[int]:

@@ -1,0 +1,164 @@
+"""SageMaker MXNet serving entry point (``SAGEMAKER_PROGRAM=inference.py``).
+
+The container unpacks ``model.tar.gz`` into the model directory (``model-symbol.json``,
+``model-0000.params``, ``classes.txt``, ``model.json``) with this file in ``code/``, calls
+`model_fn` once, then `transform_fn` per request.
+
+Request (``application/json``), either the original sample's shape::
+
+    {"S3_VIDEO_PATH": "s3://bucket/key.ts", "MODEL_MAX_FRAMES": 32}
+
+or livewatch's versioned form::
+
+    {"version": 1, "uri": "s3://bucket/key.ts", "top_k": 5}
+
+The segment is read from S3 and decoded, sampled and preprocessed by the daemon's own modules
+(``livewatch.model.video``/``preprocess``/``sampling``, copied beside this file by
+``livewatch model package``), so the endpoint and the in-process classifier see the same tensor.
+The model reads as many frames as it was trained on (``model.json``); MODEL_MAX_FRAMES, when it
+asks for another number, is reported back (``note``), not obeyed. The original sample's form gets
+the top 5 labels.
+
+Response (``application/json``)::
+
+    {"version": 1, "uri": "s3://bucket/key.ts", "label": "pan_left", "probability": 0.97,
+     "top_k": [{"label": "pan_left", "probability": 0.97}, ...],
+     "model": {"name": "camera-motion", "version": "e973a3c46465"},
+     "frames": [11, 12, ...], "decode_ms": 9.0, "infer_ms": 8.2}
+
+Errors are raised, and the container answers them with an error status and the message: a request
+that is neither form (ValueError, saying what is expected), an object S3 does not give (botocore's
+error), a segment that is not decodable video (``livewatch.errors.SegmentError``, saying why).
+
+S3 is reached with the container's credentials; ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
+point it elsewhere (a local emulator in the tests). Nothing is written anywhere: sinks do that.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the copied livewatch modules
+
+from livewatch.model.preprocess import to_tensor  # noqa: E402
+from livewatch.model.video import decode_clip  # noqa: E402
+
+DEFAULT_META = {"frames": 32, "crop": 224, "resize": [340, 256],
+                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+API_VERSION = 1
+
+
+class Model:
+    def __init__(self, net, ctx, classes, meta):
+        self.net, self.ctx, self.classes, self.meta = net, ctx, classes, meta
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import mxnet as mx
+
+        logits = self.net(mx.nd.array(batch, ctx=self.ctx, dtype=np.float32))
+        return mx.nd.softmax(logits, axis=-1).asnumpy()
+
+
+def model_fn(model_dir: str) -> Model:
+    import mxnet as mx
+
+    ctx = mx.gpu(0) if mx.context.num_gpus() else mx.cpu()
+    with open(os.path.join(model_dir, "classes.txt")) as f:
+        classes = [line.strip() for line in f if line.strip()]
+    meta = dict(DEFAULT_META)
+    meta_path = os.path.join(model_dir, "model.json")
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            meta.update(json.load(f))
+    meta.setdefault("name", os.path.basename(os.path.normpath(model_dir)))
+    if not meta.get("version"):  # as livewatch names a model directory without one
+        with open(os.path.join(model_dir, "model-0000.params"), "rb") as f:
+            meta["version"] = hashlib.sha256(f.read()).hexdigest()[:12]
+    net = mx.gluon.SymbolBlock(mx.sym.load(os.path.join(model_dir, "model-symbol.json")),
+                               mx.sym.var("data", dtype="float32"))
+    net.collect_params().load(os.path.join(model_dir, "model-0000.params"), ctx=ctx,
+                              cast_dtype=True, dtype_source="saved")
+    net.hybridize(static_alloc=True, static_shape=True)
+    model = Model(net, ctx, classes, meta)
+    model.predict(np.zeros((1, 3, meta["frames"], meta["crop"], meta["crop"]), np.float32))  # warm up
+    return model
+
+
+def parse_request(body) -> dict:
+    """The payload as {"uri", "top_k", "requested_frames"}; ValueError says what is wrong."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8")
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"the request body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ValueError("the request body must be a JSON object")
+    if "S3_VIDEO_PATH" in payload:
+        request = {"uri": payload["S3_VIDEO_PATH"], "top_k": 5,
+                   "requested_frames": payload.get("MODEL_MAX_FRAMES")}
+    elif payload.get("version") == API_VERSION and "uri" in payload:
+        top_k = payload.get("top_k", 5)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"top_k must be a whole number of at least 1, not {top_k!r}")
+        request = {"uri": payload["uri"], "top_k": top_k, "requested_frames": None}
+    else:
+        raise ValueError('expected {"S3_VIDEO_PATH": "s3://...", "MODEL_MAX_FRAMES": 32} or '
+                         f'{{"version": {API_VERSION}, "uri": "s3://...", "top_k": 5}}')
+    if not str(request["uri"]).startswith("s3://"):
+        raise ValueError(f"{request['uri']!r} is not an s3:// URI")
+    return request
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client(endpoint: str | None):
+    """One client per worker process (making one costs more than a small GET)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint) if endpoint else boto3.client("s3")
+
+
+def read_s3(uri: str) -> bytes:
+    parsed = urlparse(uri)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    s3 = _s3_client(endpoint)
+    return s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+
+
+def predict_bytes(model: Model, data: bytes, top_k: int = 5) -> dict:
+    """Decode, preprocess and classify one segment's bytes, as the daemon's classifier does."""
+    meta = model.meta
+    clip = decode_clip(io.BytesIO(data), new_length=meta["frames"], size=tuple(meta["resize"]))
+    started = time.perf_counter()
+    probs = model.predict(to_tensor(clip.frames, crop=meta["crop"], mean=tuple(meta["mean"]),
+                                    std=tuple(meta["std"])))[0]
+    infer_ms = (time.perf_counter() - started) * 1000.0
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    best = [{"label": model.classes[i], "probability": float(probs[i])} for i in order]
+    return {
+        "label": best[0]["label"],
+        "probability": best[0]["probability"],
+        "top_k": best,
+        "model": {"name": meta["name"], "version": meta["version"]},
+        "frames": clip.indices,
+        "decode_ms": round(clip.decode_ms, 1),
+        "infer_ms": round(infer_ms, 1),
+    }
+
+
+def transform_fn(model: Model, request_body, content_type="application/json", accept="application/json"):
+    request = parse_request(request_body)
+    result = predict_bytes(model, read_s3(request["uri"]), request["top_k"])
+    result = {"version": API_VERSION, "uri": request["uri"], **result}
+    if request["requested_frames"] not in (None, model.meta["frames"]):
+        result["note"] = (f"MODEL_MAX_FRAMES={request['requested_frames']} ignored: this model "
+                          f"reads {model.meta['frames']} frames")
+    return json.dumps(result), "application/json"

@@ -1,0 +1,416 @@
+"""The model's side: data prep, training, packaging, info, serving code and the offline demo.
+
+One small model is trained per session (the demo's: camera motions, `small3d`, 8 frames at
+64x64, about a minute on two cores) and shared by the tests that need a trained model.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import livewatch
+from livewatch.training.commands import register_commands
+from livewatch.training.evaluate import accuracy_check, classify_videos
+from livewatch.training.synthetic import MOTIONS, write_motion_dataset
+
+REPO = Path(livewatch.__file__).resolve().parents[1]
+SHAPE = dict(frames=8, crop=64, resize=(86, 64))
+
+
+def cli() -> click.Group:
+    group = click.Group()
+    register_commands(group)
+    return group
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(TrainResult, model.tar.gz, log) for the demo's model: a small3d network trained by the
+    demo's own steps 1-2 (`demo.build_model`: generated camera-motion set, prep, train, package).
+    The one trained model of the session; every test that needs a trained model shares it."""
+    from livewatch.training.demo import build_model
+
+    log: list[str] = []
+    archive, result = build_model(tmp_path_factory.mktemp("training"), per_class=40, epochs=30,
+                                  seed=1, echo=log.append, progress=False)
+    return result, archive, "\n".join(log)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> Path:
+    """A few one-second videos of two motions with `model prep`'s files: for command tests."""
+    from livewatch.training.prep import prepare
+
+    root = tmp_path_factory.mktemp("tiny-set")
+    write_motion_dataset(root, per_class=4, seconds=1.0, size=(64, 48), motions=("pan_left", "still"))
+    prepare(root, val_fraction=0.25)
+    return root
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> list[tuple[Path, str]]:
+    """Live-like MPEG-TS segments with pictures the model never saw (another seed)."""
+    return write_motion_dataset(tmp_path_factory.mktemp("held-out"), per_class=10, seconds=3.0,
+                                seed=99, ext=".ts")
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_training_reaches_90_percent_validation_accuracy(trained):
+    result, archive, log = trained
+    assert len(result.history) == 30
+    assert "epoch 30/30: loss" in log and "val acc" in log and "(best)" in log
+    assert f"kept epoch {result.best_epoch} (val acc {result.best_val_acc:.3f})" in log
+    assert f"packaged {archive}" in log
+    assert all(e.loss > 0 for e in result.history)
+    assert result.best_val_acc >= 0.9, [round(e.val_acc, 2) for e in result.history]
+    assert result.history[result.best_epoch - 1].val_acc == result.best_val_acc  # best epoch kept
+    meta = json.loads((result.model_dir / "model.json").read_text())
+    assert (meta["frames"], meta["crop"], tuple(meta["resize"])) == (8, 64, (86, 64))
+    params = (result.model_dir / "model-0000.params").read_bytes()
+    assert meta["version"] == hashlib.sha256(params).hexdigest()[:12]  # named by its weights
+    assert (result.model_dir / "classes.txt").read_text().split() == sorted(MOTIONS)
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_package_classifies_held_out_segments_and_the_check_can_fail(trained, held_out):
+    _, archive, _ = trained
+    detections = classify_videos(archive, [p for p, _ in held_out])
+    labels = [label for _, label in held_out]
+    right = accuracy_check(detections, labels, threshold=0.9)
+    assert right.passed, str(right)
+    assert all(d.model.name == "camera-motion" for d in detections)
+
+    shuffled = labels[:]
+    random.Random(0).shuffle(shuffled)
+    wrong = accuracy_check(detections, shuffled, threshold=0.9)
+    assert not wrong.passed, str(wrong)  # the same check, with the labels shuffled, fails
+    assert wrong.accuracy < 0.5
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_package_layout_ships_the_daemons_preprocessing(trained):
+    _, archive, _ = trained
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        assert {"model-symbol.json", "model-0000.params", "classes.txt", "model.json",
+                "code/inference.py", "code/requirements.txt"} <= names
+        for rel in ("model/video.py", "model/preprocess.py", "model/sampling.py", "errors.py"):
+            shipped = tar.extractfile(f"code/livewatch/{rel}").read()
+            assert shipped == (REPO / "livewatch" / rel).read_bytes(), rel
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_model_info_prints_classes_input_shape_and_checksum(trained):
+    _, archive, _ = trained
+    result = CliRunner().invoke(cli(), ["model", "info", str(archive)])
+    assert result.exit_code == 0, result.output
+    assert "pan_left, pan_right, still, zoom_in" in result.output
+    assert "(1, 3, 8, 64, 64)" in result.output
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() in result.output
+    as_json = json.loads(CliRunner().invoke(cli(), ["model", "info", str(archive), "--json"]).output)
+    assert as_json["input_shape"] == [1, 3, 8, 64, 64]
+
+
+def test_prep_reports_a_corrupt_video_and_goes_on(tmp_path):
+    root = tmp_path / "videos"
+    write_motion_dataset(root, per_class=3, seconds=1.0, motions=("pan_left", "still"))
+    (root / "still" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
+    truncated = (root / "pan_left" / "pan_left_000.mp4").read_bytes()[:300]
+    (root / "pan_left" / "cut.mp4").write_bytes(truncated)
+    result = CliRunner().invoke(cli(), ["model", "prep", str(root), "--out", str(tmp_path / "set"),
+                                        "--val-fraction", "0.34"])
+    assert result.exit_code == 0, result.output
+    assert "2 unreadable video(s) left out" in result.output
+    assert "still/broken.mp4" in result.output and "pan_left/cut.mp4" in result.output
+    rows = [line.split() for line in (tmp_path / "set" / "train.txt").read_text().splitlines()]
+    rows += [line.split() for line in (tmp_path / "set" / "val.txt").read_text().splitlines()]
+    assert len(rows) == 6 and all(int(n) == 15 for _, n, _ in rows)
+    assert not any("broken" in p or "cut" in p for p, _, _ in rows)
+    assert (tmp_path / "set" / "classes.txt").read_text().split() == ["pan_left", "still"]
+
+
+def test_prep_honours_ucf101_split_files(tmp_path):
+    root = tmp_path / "UCF"
+    write_motion_dataset(root, per_class=2, seconds=1.0, motions=("pan_left", "still"))
+    (tmp_path / "classInd.txt").write_text("1 still\n2 pan_left\n")
+    (tmp_path / "trainlist01.txt").write_text("still/still_000.mp4 1\npan_left/pan_left_000.mp4 2\n")
+    (tmp_path / "testlist01.txt").write_text("still/still_001.mp4\npan_left/pan_left_001.mp4\n")
+    from livewatch.training.prep import prepare
+
+    result = prepare(root, tmp_path / "out", train_list=tmp_path / "trainlist01.txt",
+                     test_list=tmp_path / "testlist01.txt", class_index=tmp_path / "classInd.txt")
+    assert result.classes == ["still", "pan_left"]
+    assert [(p, y) for p, _, y in result.train] == [("still/still_000.mp4", 0), ("pan_left/pan_left_000.mp4", 1)]
+    assert [p for p, _, _ in result.val] == ["still/still_001.mp4", "pan_left/pan_left_001.mp4"]
+
+
+def test_serving_code_stays_python_3_8_compatible():
+    """SageMaker's MXNet 1.9 serving images run Python 3.8: the shipped modules must parse there,
+    and annotations (``list[int]``, ``X | None``) must not be evaluated at import."""
+    import ast
+
+    from livewatch.training.package import SHARED_MODULES
+
+    files = [REPO / "model" / "code" / "inference.py"] + [REPO / "livewatch" / rel for rel in SHARED_MODULES]
+    for path in files:
+        tree = ast.parse(path.read_text(), feature_version=(3, 8))
+        annotated = any(isinstance(node, ast.arg) and node.annotation is not None
+                        or isinstance(node, (ast.FunctionDef, ast.AnnAssign))
+                        and getattr(node, "returns", getattr(node, "annotation", None)) is not None
+                        for node in ast.walk(tree))
+        future = any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+                     and any(a.name == "annotations" for a in node.names) for node in tree.body)
+        assert future or not annotated, f"{path}: add `from __future__ import annotations`"
+
+
+def _load_serving_module(code_dir: Path):
+    """model/code/inference.py as the container imports it: from its own code/ folder."""
+    for name in [m for m in sys.modules if m == "livewatch_serving"]:
+        del sys.modules[name]
+    spec = importlib.util.spec_from_file_location("livewatch_serving", code_dir / "inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_serving_code_answers_as_the_in_process_classifier(trained, held_out, aws_env, tmp_path):
+    import boto3
+
+    _, archive, _ = trained
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    serving = _load_serving_module(tmp_path / "model" / "code")
+    model = serving.model_fn(str(tmp_path / "model"))
+    segment, _ = held_out[1]
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="live")
+    s3.put_object(Bucket="live", Key="cam1/seg.ts", Body=segment.read_bytes())
+    expected = classify_videos(archive, [segment])[0]
+
+    body, content_type = serving.transform_fn(
+        model, json.dumps({"S3_VIDEO_PATH": "s3://live/cam1/seg.ts", "MODEL_MAX_FRAMES": 32}),
+        "application/json", "application/json")
+    answer = json.loads(body)
+    assert content_type == "application/json"
+    assert answer["label"] == expected.label
+    assert answer["probability"] == pytest.approx(expected.probability, abs=1e-5)
+    assert answer["frames"] == expected.frames
+    assert answer["model"] == {"name": "camera-motion", "version": expected.model.version}
+    assert "MODEL_MAX_FRAMES=32 ignored" in answer["note"]
+
+    versioned = json.loads(serving.transform_fn(
+        model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts", "top_k": 2}))[0])
+    assert versioned["label"] == expected.label and len(versioned["top_k"]) == 2
+    with pytest.raises(ValueError, match="S3_VIDEO_PATH"):
+        serving.transform_fn(model, json.dumps({"video": "x"}))
+    with pytest.raises(ValueError, match="top_k"):
+        serving.transform_fn(model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts", "top_k": 0}))
+    s3.put_object(Bucket="live", Key="cam1/notes.ts", Body=b"not a video at all" * 100)
+    with pytest.raises(Exception, match="not a video|could not|unsupported") as raised:
+        serving.transform_fn(model, json.dumps({"S3_VIDEO_PATH": "s3://live/cam1/notes.ts"}))
+    assert type(raised.value).__name__ == "SegmentError", raised.value
+
+
+@pytest.mark.slow
+def test_demo_plays_a_scripted_live_stream_and_detects_it(trained, tmp_path):
+    """`livewatch demo` with the session's model (the demo's own steps 1-2 made it, see `trained`):
+    a live stream played in real time, the daemon's detections against the script, the accuracy."""
+    _, archive, _ = trained
+    result = CliRunner().invoke(cli(), ["demo", "--model", str(archive), "--segments", "6",
+                                        "--workdir", str(tmp_path), "--min-accuracy", "0.8"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    timeline = [line for line in out.splitlines() if " script " in line and " detected " in line]
+    assert len(timeline) == 6, out  # one line per live segment, as it is detected
+    table = out[out.index("segment  scripted"):]
+    assert len([line for line in table.splitlines() if line[:7].strip().isdigit()]) == 6, out
+    correct = int(out.split("accuracy: ")[1].split("/")[0])
+    assert correct >= 5, out
+    assert (tmp_path / "detections.sqlite").is_file()  # the local sink stored them
+    assert len(list((tmp_path / "live" / "cam1").glob("*.ts"))) == 6
+
+
+def test_model_train_command_reports_epochs_with_a_progress_bar_and_exports(tiny_set, tmp_path):
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli(), [
+        "model", "train", str(tiny_set), "--out", str(out), "--backbone", "small3d",
+        "--no-pretrained", "--epochs", "2", "--frames", "4", "--crop", "32", "--resize", "43x32",
+        "--batch-size", "2", "--optimizer", "adam", "--lr", "0.003", "--name", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "small3d (from scratch) on 6 clips, validating on 2" in result.stdout
+    for epoch in (1, 2):
+        assert f"epoch {epoch}/2: loss " in result.stdout and "val acc" in result.stdout
+    assert "kept epoch" in result.stdout
+    assert "epoch 1/2" in result.stderr and "batch" in result.stderr  # tqdm's bar
+    assert {p.name for p in out.iterdir()} == {"model-symbol.json", "model-0000.params",
+                                               "classes.txt", "model.json"}
+    assert (out / "classes.txt").read_text().split() == ["pan_left", "still"]
+    detections = classify_videos(out, [tiny_set / "still" / "still_000.mp4"])
+    assert detections[0].ok and detections[0].label in ("pan_left", "still")
+    assert detections[0].model.name == "tiny"
+
+    again = CliRunner().invoke(cli(), ["model", "train", str(tiny_set), "--out", str(out),
+                                       "--backbone", "small3d", "--no-pretrained"])
+    assert again.exit_code != 0 and "not empty" in str(again.exception)  # refused before training
+    assert "epoch" not in again.output
+
+
+def test_the_default_backbone_is_kinetics_pretrained_i3d_and_scratch_downloads_nothing(monkeypatch):
+    """The default starts from the zoo's Kinetics400 I3D-ResNet50 weights; --no-pretrained asks
+    the zoo for none (nothing is downloaded here: the zoo is replaced by a recorder)."""
+    import gluoncv.model_zoo
+
+    from livewatch.training.commands import train_command
+    from livewatch.training.nets import build_network
+
+    defaults = {p.name: p.default for p in train_command.params}
+    assert defaults["backbone"] == "i3d_resnet50_v1" and defaults["pretrained"] is True
+    calls = []
+
+    class Net:
+        def collect_params(self):
+            return self
+
+        def reset_ctx(self, ctx):
+            pass
+
+    def get_model(name, **kwargs):
+        calls.append((name, kwargs))
+        return Net()
+
+    monkeypatch.setattr(gluoncv.model_zoo, "get_model", get_model)
+    build_network("i3d_resnet50_v1", 4, pretrained=True)
+    build_network("i3d_resnet50_v1", 4, pretrained=False)
+    (name, pretrained), (_, scratch) = calls
+    assert name == "i3d_resnet50_v1_custom" and pretrained["nclass"] == 4
+    assert pretrained["use_kinetics_pretrain"] and pretrained["pretrained_base"]
+    assert not scratch["use_kinetics_pretrain"] and not scratch["pretrained_base"]
+    assert not scratch["pretrained"]
+
+
+@pytest.mark.slow
+def test_the_zoo_i3d_fine_tunes_from_scratch_and_the_classifier_reads_it(tiny_set, tmp_path):
+    """The real I3D-ResNet50 (not small3d) trains one epoch on the CPU and exports. In its own
+    process: MKL-DNN must be off before MXNet starts (see livewatch.training.nets)."""
+    out = tmp_path / "i3d"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXNET_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from livewatch.cli import main; main()", "model", "train",
+         str(tiny_set), "--out", str(out), "--no-pretrained", "--epochs", "1", "--frames", "8",
+         "--crop", "64", "--resize", "86x64", "--batch-size", "3", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "training i3d_resnet50_v1 (from scratch)" in proc.stdout
+    assert "epoch 1/1: loss" in proc.stdout
+    detection = classify_videos(out, [tiny_set / "pan_left" / "pan_left_000.mp4"])[0]
+    assert detection.ok and detection.label in ("pan_left", "still"), detection
+    assert len(detection.top_k) == 2
+
+
+def test_sagemaker_training_entry_point_honours_sm_channels_and_model_dir(tiny_set, tmp_path,
+                                                                         monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("train_sagemaker", REPO / "model" / "train_sagemaker.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    model_dir = tmp_path / "opt-ml-model"
+    model_dir.mkdir()  # SageMaker creates it, empty
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tiny_set))
+    monkeypatch.setenv("SM_MODEL_DIR", str(model_dir))
+    monkeypatch.delenv("SM_CHANNEL_VAL", raising=False)
+    monkeypatch.delenv("SM_CHANNEL_VALIDATION", raising=False)
+    # Hyperparameters as SageMaker passes them: underscores, strings, and an S3 model_dir to ignore.
+    assert entry.main(["--backbone", "small3d", "--pretrained", "False", "--epochs", "1",
+                       "--frames", "4", "--crop", "32", "--resize", "43x32", "--batch_size", "4",
+                       "--val_fraction", "0.25", "--model_dir", "s3://bucket/job/model"]) == 0
+    names = {str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file()}
+    assert {"model-symbol.json", "model-0000.params", "classes.txt", "code/inference.py",
+            "code/requirements.txt", "code/livewatch/model/video.py"} <= names
+    assert (model_dir / "classes.txt").read_text().split() == ["pan_left", "still"]
+    detection = classify_videos(model_dir, [tiny_set / "still" / "still_001.mp4"])[0]
+    assert detection.ok, detection
+
+    # A validation channel: every one of its videos validates, none of train's is held out.
+    monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(tiny_set))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "second"))
+    entry.main(["--backbone", "small3d", "--pretrained", "false", "--epochs", "1", "--frames", "4",
+                "--crop", "32", "--resize", "43x32"])
+    assert "training small3d (from scratch) on 8 clips, validating on 8" in capsys.readouterr().out
+    assert (tmp_path / "second" / "code" / "inference.py").is_file()
+
+    monkeypatch.delenv("SM_CHANNEL_TRAIN")
+    assert entry.main(["--epochs", "1"]) == 2  # no training channel: says so, exits 2
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_model_package_command_builds_an_archive_the_classifier_accepts(trained, held_out, tmp_path):
+    result, archive, _ = trained
+    out = tmp_path / "again.tar.gz"
+    run = CliRunner().invoke(cli(), ["model", "package", str(result.model_dir), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert hashlib.sha256(out.read_bytes()).hexdigest() in run.output
+    assert "code/inference.py" in run.output
+    segment, label = held_out[0]
+    from_dir, from_tar = classify_videos(result.model_dir, [segment])[0], classify_videos(out, [segment])[0]
+    assert from_tar.ok and from_tar.label == from_dir.label
+    assert from_tar.probability == pytest.approx(from_dir.probability, abs=1e-6)
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_packaged_serving_code_uses_its_own_copy_of_the_daemons_modules(trained, tmp_path):
+    """The container has no livewatch: inference.py must import the modules shipped beside it."""
+    _, archive, _ = trained
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    code = tmp_path / "model" / "code"
+    probe = ("import importlib.util, sys\n"
+             f"spec = importlib.util.spec_from_file_location('inference', {str(code / 'inference.py')!r})\n"
+             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+             "import livewatch.model.video as v, livewatch.model.preprocess as p\n"
+             "print(v.__file__); print(p.__file__)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    files = proc.stdout.split()
+    assert files and all(f.startswith(str(code)) for f in files), files
+
+
+@pytest.mark.slow  # the session's trained model: about a minute and a half, once
+def test_model_evaluate_command_passes_on_held_out_segments(trained, held_out):
+    _, archive, _ = trained
+    folder = held_out[0][0].parent.parent
+    result = CliRunner().invoke(cli(), ["model", "evaluate", str(archive), str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("PASS: ")
+
+
+def test_demo_quick_shrinks_the_run_and_explicit_options_win(monkeypatch):
+    import livewatch.training.demo as demo_module
+
+    calls = []
+
+    class Result:
+        accuracy = 0.5
+
+    def fake_run_demo(work, **kwargs):
+        calls.append(kwargs)
+        return Result()
+
+    monkeypatch.setattr(demo_module, "run_demo", fake_run_demo)
+    assert CliRunner().invoke(cli(), ["demo"]).exit_code == 1  # 50% < --min-accuracy 75%
+    assert CliRunner().invoke(cli(), ["demo", "--quick", "--epochs", "25",
+                                      "--min-accuracy", "0.5"]).exit_code == 0
+    full, quick = calls
+    assert (full["per_class"], full["epochs"], full["segments"]) == (40, 30, 12)
+    assert (quick["per_class"], quick["epochs"], quick["segments"]) == (24, 25, 8)

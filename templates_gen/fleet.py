@@ -37,7 +37,8 @@ def _task_role(t, queue_arn, bucket_name, prefix, endpoint_arn, table_arn):
                                              Bucket=bucket_name, Prefix=prefix)]),
             statement(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                        "sqs:GetQueueAttributes", "sqs:GetQueueUrl"], [queue_arn]),
-            statement(["sagemaker:InvokeEndpoint"], [endpoint_arn]),
+            # DescribeEndpoint: the sagemaker classifier checks at start that the endpoint exists
+            statement(["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], [endpoint_arn]),
             statement(["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
                        "dynamodb:DescribeTable"], [table_arn]),
         ))],

@@ -1,10 +1,18 @@
 """Results: the DynamoDB table the daemon's dynamodb sink writes one item per segment into.
 
-Key design (the sink's): partition key ``Stream`` (the channel), sort key ``SegmentKey`` (the
-segment's zero-padded start time or sequence number plus its key), so a stream's detections come
-back in time order and writing the same segment twice leaves one item. Items also carry the
-original sample's ``S3Path``, ``Predicted``, ``Probability`` and ``DateCreatedUTC``; DynamoDB
+Key design (the sink's, `livewatch.sinks.dynamodb_items`): partition key ``Stream`` (the channel),
+sort key ``SegmentKey`` (the segment's URI: its identity only, so writing the same segment twice
+leaves one item whether or not its time was known either time). The local secondary index
+``Timeline`` (``Stream``, ``When``: program date-time, else zero-padded sequence, else creation
+time) returns a stream's detections in time order; it projects every attribute. Items also carry
+the original sample's ``S3Path``, ``Predicted``, ``Probability`` and ``DateCreatedUTC``; DynamoDB
 needs only the key attributes declared here.
+
+A table's key schema and local indexes are fixed when it is created: a table made with another
+layout must be replaced (CloudFormation cannot replace this custom-named table in place:
+``livewatch destroy --stack fleet --stack results``, then deploy). Each stream's item collection (its items
+and their index entries, about 1.5 KB a detection) is limited to 10 GB by the local index: several
+million detections, over a year of 10 s segments.
 """
 from __future__ import annotations
 
@@ -15,10 +23,13 @@ from .common import name, new_template, output, tag_everything
 KEY = "results"
 PARTITION_KEY = "Stream"
 SORT_KEY = "SegmentKey"
+TIMELINE_INDEX = "Timeline"
+TIMELINE_KEY = "When"
 
 
 def template():
-    t = new_template("livewatch results: the detections table (Stream, SegmentKey), on demand, with PITR")
+    t = new_template("livewatch results: the detections table (Stream, SegmentKey; index Timeline on "
+                     "Stream, When), on demand, with PITR")
     table = t.add_resource(dynamodb.Table(
         "DetectionsTable",
         TableName=name("detections"),
@@ -26,11 +37,20 @@ def template():
         AttributeDefinitions=[
             dynamodb.AttributeDefinition(AttributeName=PARTITION_KEY, AttributeType="S"),
             dynamodb.AttributeDefinition(AttributeName=SORT_KEY, AttributeType="S"),
+            dynamodb.AttributeDefinition(AttributeName=TIMELINE_KEY, AttributeType="S"),
         ],
         KeySchema=[
             dynamodb.KeySchema(AttributeName=PARTITION_KEY, KeyType="HASH"),
             dynamodb.KeySchema(AttributeName=SORT_KEY, KeyType="RANGE"),
         ],
+        LocalSecondaryIndexes=[dynamodb.LocalSecondaryIndex(
+            IndexName=TIMELINE_INDEX,
+            KeySchema=[
+                dynamodb.KeySchema(AttributeName=PARTITION_KEY, KeyType="HASH"),
+                dynamodb.KeySchema(AttributeName=TIMELINE_KEY, KeyType="RANGE"),
+            ],
+            Projection=dynamodb.Projection(ProjectionType="ALL"),
+        )],
         PointInTimeRecoverySpecification=dynamodb.PointInTimeRecoverySpecification(
             PointInTimeRecoveryEnabled=True),
         SSESpecification=dynamodb.SSESpecification(SSEEnabled=True),
@@ -39,4 +59,15 @@ def template():
     ))
     output(t, KEY, "TableName", Ref(table), "Detections table (the dynamodb sink's `table`)")
     output(t, KEY, "TableArn", GetAtt(table, "Arn"), "ARN of the detections table")
+    output(t, KEY, "TimelineIndexName", TIMELINE_INDEX,
+           "Local secondary index for a stream's detections in time order (Query Stream = :s)")
     return tag_everything(t, KEY)
+
+
+def create_table_args(table_name: str) -> dict:
+    """The detections table as DynamoDB CreateTable arguments, exactly as the template declares it
+    (keys, index, billing): for emulators and tests, which make the table without CloudFormation."""
+    spec = template().to_dict()["Resources"]["DetectionsTable"]["Properties"]
+    return {"TableName": table_name,
+            **{k: spec[k] for k in ("BillingMode", "AttributeDefinitions", "KeySchema",
+                                    "LocalSecondaryIndexes")}}

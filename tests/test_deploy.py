@@ -1,7 +1,7 @@
 """`livewatch deploy` and `destroy` against a local moto server, run as a user runs them.
 
 What moto's CloudFormation creates, and so what this file checks end to end: S3 buckets, SQS queues
-with their redrive policy, the DynamoDB table, IAM roles, the SageMaker model, endpoint config and
+with their redrive policy, the DynamoDB table (with its local secondary index), IAM roles, the SageMaker model, endpoint config and
 endpoint, the ECS cluster, task definition and service, the security group and the log group; the
 exports and imports between the stacks. What it skips, and tests/test_templates.py checks in the
 templates only, is `TEMPLATE_ONLY` below.
@@ -25,6 +25,7 @@ from livewatch.deploy.commands import register_commands
 from livewatch.deploy.stacks import Stacks
 from livewatch.deploy.teardown import stop_channel
 from livewatch.errors import LivewatchError
+from livewatch.sinks.dynamodb import table_problem
 from templates_gen import STACKS
 
 ORDER = [s.key for s in STACKS]
@@ -116,10 +117,15 @@ def test_deploy_then_destroy(aws_env, pushed_image, model_tar, tmp_path):
     redrive = json.loads(attributes["Attributes"]["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == out["storage"]["DeadLetterQueueArn"]
 
-    # Results: the table with the sink's keys.
+    # Results: the table with the sink's keys and its Timeline index, as the sink checks them.
     table = boto3.client("dynamodb").describe_table(TableName=out["results"]["TableName"])["Table"]
     assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {("Stream", "HASH"),
                                                                                 ("SegmentKey", "RANGE")}
+    [index] = table["LocalSecondaryIndexes"]
+    assert index["IndexName"] == out["results"]["TimelineIndexName"] == "Timeline"
+    assert {(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]} == {("Stream", "HASH"),
+                                                                                ("When", "RANGE")}
+    assert table_problem(table) is None
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
     # Model: the endpoint serves the uploaded package through the config's only variant.

@@ -122,13 +122,20 @@ def test_buckets_are_private_encrypted_and_tls_only(templates):
 
 def test_table_has_the_sinks_key_design(templates):
     table = props(templates["results"], "DetectionsTable")
+    # The key is the segment's identity only (SegmentKey = its URI); time order is the index's.
     assert table["KeySchema"] == [{"AttributeName": "Stream", "KeyType": "HASH"},
                                   {"AttributeName": "SegmentKey", "KeyType": "RANGE"}]
     assert table["AttributeDefinitions"] == [{"AttributeName": "Stream", "AttributeType": "S"},
-                                             {"AttributeName": "SegmentKey", "AttributeType": "S"}]
+                                             {"AttributeName": "SegmentKey", "AttributeType": "S"},
+                                             {"AttributeName": "When", "AttributeType": "S"}]
+    assert table["LocalSecondaryIndexes"] == [{
+        "IndexName": "Timeline",
+        "KeySchema": [{"AttributeName": "Stream", "KeyType": "HASH"},
+                      {"AttributeName": "When", "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "ALL"}}]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert {"TableName", "TableArn"} <= set(templates["results"]["Outputs"])
+    assert {"TableName", "TableArn", "TimelineIndexName"} <= set(templates["results"]["Outputs"])
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -172,7 +179,7 @@ def test_task_role_may_read_consume_invoke_and_write_the_table_only(templates):
         "s3:GetObject",
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
         "sqs:GetQueueUrl",
-        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint",
         "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable",
     }
     by_action = {a: s["Resource"] for s in statements for a in s["Action"]}

@@ -1,0 +1,100 @@
+"""A detection as a DynamoDB item (the `dynamodb` sink's layout), with no AWS calls.
+
+Key: partition ``Stream`` (S), sort ``SegmentKey`` (S) = the segment's URI (`Segment.key`), and
+nothing else: whether the segment's time was known when it was written (the s3-events source learns
+it from playlists, which may arrive after the segment) cannot change its key, so writing the same
+segment twice, with or without its time, leaves one item (the later put replaces the earlier).
+
+Time order comes from the local secondary index ``Timeline``: partition ``Stream``, sort ``When``
+(S) = the program date-time (``2026-11-24T19:00:06.000Z``) when known, else the media sequence
+zero-padded to 12 digits (``000000000042``: these sort before any date-time), else
+``DateCreatedUTC``. ``When`` is not a key of the table, so it may change on redelivery.
+
+The original sample's attributes ``S3Path``, ``Predicted``, ``Probability``, ``DateCreatedUTC``
+come first; ours follow. Numbers are Decimals; absent values are left out, never empty strings.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from decimal import Context, Decimal
+from typing import Any
+
+from ..contract import Detection
+
+PARTITION_KEY = "Stream"
+SORT_KEY = "SegmentKey"
+TIMELINE_INDEX = "Timeline"
+TIMELINE_KEY = "When"
+NO_STREAM = "-"
+MAX_SORT_KEY_BYTES = 1024  # DynamoDB's limit on a sort key value
+_CONTEXT = Context(prec=38, traps=[])  # DynamoDB keeps 38 significant digits
+
+
+def iso_utc(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def number(value: float | int) -> Decimal:
+    return _CONTEXT.create_decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def segment_key(detection: Detection) -> str:
+    """The sort key: the segment's URI (its identity), hashed only if too long for a key."""
+    uri = detection.uri
+    if len(uri.encode()) <= MAX_SORT_KEY_BYTES:
+        return uri
+    return "sha256:" + hashlib.sha256(uri.encode()).hexdigest()  # S3Path keeps the whole URI
+
+
+def when(detection: Detection) -> str:
+    """The ``Timeline`` index's sort key: program date-time, else sequence, else creation time."""
+    if detection.start is not None:
+        return iso_utc(detection.start)
+    if detection.sequence is not None:
+        return f"{detection.sequence:012d}"
+    return detection.created_at
+
+
+def to_item(d: Detection) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        PARTITION_KEY: d.stream or NO_STREAM,
+        SORT_KEY: segment_key(d),
+        "S3Path": d.uri,
+        "Predicted": d.label,
+        "Probability": d.probability,
+        "DateCreatedUTC": d.created_at,
+        TIMELINE_KEY: when(d),
+        "Sequence": d.sequence,
+        "Start": iso_utc(d.start) if d.start else None,
+        "Duration": d.duration,
+        "TopK": [{"Label": x.label, "Probability": number(x.probability)} for x in d.top_k] or None,
+        "Model": d.model.name if d.model else None,
+        "ModelVersion": (d.model.version or None) if d.model else None,
+        "Frames": [Decimal(i) for i in d.frames] or None,
+        "DecodeMs": d.decode_ms,
+        "InferMs": d.infer_ms,
+        "LatencyMs": d.latency_ms,
+        "Error": d.error,
+    }
+    return {k: number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in item.items() if v is not None and v != ""}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as plain Python (Decimals to int/float), for reading it back."""
+    def plain(v):
+        if isinstance(v, Decimal):
+            return int(v) if v == v.to_integral_value() and "." not in str(v) else float(v)
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return {k: plain(v) for k, v in item.items()}
+
+
+__all__ = ["PARTITION_KEY", "SORT_KEY", "TIMELINE_INDEX", "TIMELINE_KEY", "to_item", "from_item",
+           "segment_key", "when"]

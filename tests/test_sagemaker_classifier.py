@@ -1,0 +1,140 @@
+"""The `sagemaker` classifier against the real serving stack: multi-model-server running the
+sagemaker-mxnet-inference handler on a model.tar.gz packaged from the tiny random I3D and the
+repository's model/code, reached through a local InvokeEndpoint front (see
+`livewatch.testing.serving`); the serving code reads the segments from a moto S3 over HTTP.
+
+The label comes from the model: each answer is compared with the in-process `i3d` classifier on
+the same segment. Nothing is patched: throttling and a missing endpoint are what the front answers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+
+from livewatch.contract import Segment
+from livewatch.daemon import classify_segment
+from livewatch.errors import ConfigError, SegmentError, TransientError
+from livewatch.model.i3d_classifier import I3DClassifier, I3DOptions
+from livewatch.model.sagemaker_classifier import SageMakerClassifier, SageMakerOptions
+from livewatch.testing.media import write_video
+from livewatch.testing.serving import ENDPOINT_NAME, EndpointFront
+
+pytestmark = pytest.mark.slow
+
+ENDPOINT = ENDPOINT_NAME
+BUCKET = "segments"
+
+
+@pytest.fixture
+def front(sagemaker_endpoint, aws_env):
+    sagemaker_endpoint.throttle(0)
+    sagemaker_endpoint.requests.clear()
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return sagemaker_endpoint
+
+
+def upload(path: Path, key: str) -> Segment:
+    boto3.client("s3").upload_file(str(path), BUCKET, key)
+    return Segment(uri=f"s3://{BUCKET}/{key}", stream="cam1", open=lambda: open(path, "rb"))
+
+
+def classifier(front: EndpointFront, **options) -> SageMakerClassifier:
+    return SageMakerClassifier(SageMakerOptions(**{
+        "endpoint_name": ENDPOINT, "retry_base_seconds": 0.05,
+        "endpoint_urls": {"sagemaker-runtime": front.endpoint_url, "sagemaker": front.endpoint_url},
+        **options}))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return [write_video(root / f"seg_{n}.ts", seconds=1.0 + n, size=(320, 180), gop_seconds=1.0)
+            for n in range(2)]
+
+
+async def test_labels_come_from_the_served_model(front, videos, tiny_i3d_dir):
+    segments = [upload(v, f"live/cam1/{v.name}") for v in videos]
+    local = I3DClassifier(I3DOptions(model=str(tiny_i3d_dir), top_k=5))
+    remote = classifier(front, top_k=5)
+    await local.start()
+    await remote.start()
+    try:
+        for segment in segments:
+            got, want = await remote.classify(segment), await local.classify(segment)
+            assert got.ok and got.model.name == "tiny-i3d"
+            assert got.label == want.label and got.frames == want.frames
+            assert [x.label for x in got.top_k] == [x.label for x in want.top_k]
+            assert got.probability == pytest.approx(want.probability, abs=1e-4)
+            assert got.uri == segment.uri and got.infer_ms > 0
+    finally:
+        await remote.close()
+        await local.close()
+    assert front.requests == [ENDPOINT, ENDPOINT]
+
+
+async def test_throttling_and_5xx_are_retried_then_released(front, videos):
+    segment = upload(videos[0], "live/cam1/a.ts")
+    sm = classifier(front, retries=3)
+    await sm.start()
+    try:
+        front.throttle(2)  # two 429s, then the model answers
+        detection = await sm.classify(segment)
+        assert detection.ok and len(front.requests) == 3
+        front.requests.clear()
+        front.unavailable(1)  # a 5xx is retried too
+        assert (await sm.classify(segment)).ok and len(front.requests) == 2
+        front.requests.clear()
+        front.throttle(100)
+        with pytest.raises(TransientError, match="Rate exceeded.*4 attempts"):
+            await sm.classify(segment)
+        assert len(front.requests) == 4
+    finally:
+        await sm.close()
+
+
+async def test_a_model_error_is_an_error_detection(front, tmp_path):
+    poison = tmp_path / "poison.ts"
+    poison.write_bytes(os.urandom(30_000))
+    segment = upload(poison, "live/cam1/poison.ts")
+    sm = classifier(front)
+    await sm.start()
+    try:
+        with pytest.raises(SegmentError, match="failed on this segment"):
+            await sm.classify(segment)
+        detection = await classify_segment(sm, segment, timeout=60)  # as the daemon calls it
+        # the serving code's own words (inference.py decodes with the daemon's video module)
+        assert "failed on this segment: not a video" in detection.error
+        assert "Traceback" not in detection.error
+        assert detection.label is None
+    finally:
+        await sm.close()
+    assert front.requests == [ENDPOINT, ENDPOINT]  # a model error is not retried
+
+
+async def test_a_missing_endpoint_is_a_clear_error(front, videos):
+    sm = classifier(front, endpoint_name="no-such-endpoint")
+    with pytest.raises(ConfigError, match="no SageMaker endpoint 'no-such-endpoint'"):
+        await sm.start()
+    await sm.close()
+    segment = upload(videos[0], "live/cam1/a.ts")
+    sm = classifier(front, endpoint_name="no-such-endpoint", check_endpoint=False)
+    await sm.start()  # gone mid-run: nothing is lost, the segment comes again
+    try:
+        with pytest.raises(TransientError, match="not found"):
+            await sm.classify(segment)
+    finally:
+        await sm.close()
+
+
+async def test_only_s3_segments(front, videos):
+    sm = classifier(front)
+    await sm.start()
+    try:
+        with pytest.raises(SegmentError, match="not an s3:// URI"):
+            await sm.classify(Segment(uri=str(videos[0]), stream="x", open=lambda: open(videos[0], "rb")))
+    finally:
+        await sm.close()
+    assert front.requests == []

@@ -27,10 +27,14 @@ ENTRY_POINT_GROUP = "livewatch"
 
 DEFAULT_PLUGINS = (
     "livewatch.sources.folder",
+    "livewatch.sources.s3_events",
     "livewatch.model.i3d_classifier",
+    "livewatch.model.sagemaker_classifier",
     "livewatch.sinks.local",
     "livewatch.sinks.stdout",
+    "livewatch.sinks.dynamodb",
     "livewatch.deploy.commands",
+    "livewatch.training.commands",
 )
 
 KINDS = {"source": Source, "classifier": Classifier, "sink": Sink}

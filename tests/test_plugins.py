@@ -27,6 +27,7 @@ def test_builtins_register_through_the_hooks():
     assert ("source", "folder") in names
     assert ("classifier", "i3d") in names
     assert ("sink", "local") in names and ("sink", "stdout") in names
+    assert {("source", "s3-events"), ("classifier", "sagemaker"), ("sink", "dynamodb")} <= names.keys()
     assert {e.plugin for e in names.values()} <= set(DEFAULT_PLUGINS)
     assert all(e.distribution == "livewatch (built-in)" for e in names.values())
 
@@ -35,7 +36,7 @@ def test_disabled_plugins_are_not_loaded(monkeypatch):
     monkeypatch.setenv("LIVEWATCH_DISABLED_PLUGINS", "livewatch.sinks.stdout")
     reg = Registry(make_plugin_manager(load_entry_points=False))
     assert ("sink", "stdout") not in reg.entries
-    with pytest.raises(ConfigError, match=r"unknown sink type 'stdout'; installed sinks: local"):
+    with pytest.raises(ConfigError, match=r"unknown sink type 'stdout'; installed sinks: dynamodb, local"):
         reg.get("sink", "stdout")
 
 
@@ -107,7 +108,7 @@ def test_hook_register_classifiers():
 
     reg = registry_with(register_classifiers=lambda register: register(C))
     assert reg.get("classifier", "c").cls is C
-    assert [e.name for e in reg.of_kind("classifier")] == ["c", "i3d"]
+    assert [e.name for e in reg.of_kind("classifier")] == ["c", "i3d", "sagemaker"]
 
 
 def test_hook_register_sinks():

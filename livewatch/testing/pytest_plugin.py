@@ -4,4 +4,6 @@ pytest_plugins = [
     "livewatch.testing.media",
     "livewatch.testing.models",
     "livewatch.testing.aws",
+    "livewatch.testing.dynalite",
+    "livewatch.testing.serving",
 ]

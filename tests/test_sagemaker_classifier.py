@@ -138,3 +138,22 @@ async def test_only_s3_segments(front, videos):
     finally:
         await sm.close()
     assert front.requests == []
+
+
+def test_the_model_server_answers_ping_and_invocations_directly(front, videos):
+    """The container's own routes, as SageMaker's health check and the runtime reach them."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(front.model_server.url + "/ping", timeout=10) as response:
+        assert response.status == 200
+    upload(videos[1], "live/cam1/direct.ts")
+    request = urllib.request.Request(
+        front.model_server.url + "/invocations", method="POST",
+        data=json.dumps({"S3_VIDEO_PATH": f"s3://{BUCKET}/live/cam1/direct.ts",
+                         "MODEL_MAX_FRAMES": 32}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    assert response.status == 200
+    assert answer["label"] and 0 < answer["probability"] <= 1

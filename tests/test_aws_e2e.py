@@ -236,3 +236,82 @@ def test_the_fleet_configuration_with_sagemaker_survives_a_dynamodb_outage(
         rc = daemon.stop()
         dynalite.start()
     assert rc == 0, daemon.log()[-5000:]
+
+
+def test_an_aws_outage_mid_run_loses_nothing_and_writes_each_segment_once(tmp_path, aws_env, random_i3d_dir):
+    """The daemon reaches AWS (moto) through a TCP proxy that is killed mid-run and brought back:
+    every connection cut, then refused, then served again by the same emulator with its state,
+    as a real outage looks from the daemon. It lasts longer than botocore's own retries, and
+    starts while a segment is in work (received, not yet deleted; the full-size model takes about
+    a second). Segments uploaded before, during and after it each end as exactly one item, none
+    of them an error, and the queue ends empty."""
+    from urllib.parse import urlsplit
+
+    from livewatch.testing.proxy import TcpProxy
+
+    s3, sqs, ddb = boto3.client("s3"), boto3.client("sqs"), boto3.client("dynamodb")
+    queue = notified_queue(s3, sqs)
+    make_table(ddb)
+    moto = urlsplit(aws_env["AWS_ENDPOINT_URL"])
+    proxy = TcpProxy((moto.hostname, moto.port)).start()
+    config = tmp_path / "livewatch.toml"
+    config.write_text(f"""
+[daemon]
+workers = 1
+sink_retries = 2
+
+[classifier]
+type = "i3d"
+model = "{random_i3d_dir}"
+
+[[sources]]
+type = "s3-events"
+queue_url = "{queue.replace(aws_env["AWS_ENDPOINT_URL"], proxy.url)}"
+wait_seconds = 1
+visibility_timeout = 8
+release_visibility = 1
+retry_max_seconds = 1
+connect_timeout = 1
+read_timeout = 5
+
+[[sinks]]
+type = "dynamodb"
+table = "{TABLE}"
+connect_timeout = 1
+read_timeout = 5
+""")
+    env = {**aws_env, "AWS_ENDPOINT_URL": proxy.url, "PYTHONUNBUFFERED": "1"}
+    cam = HlsWriter(tmp_path / "media" / "cam1", name="seg", seconds=2.0, size=(320, 180))
+    uploaded: list[str] = []
+
+    def upload() -> None:  # the encoder writes to S3 directly: the outage is the daemon's
+        path = cam.write_segment()
+        s3.upload_file(str(path), BUCKET, f"live/cam1/{path.name}")
+        uploaded.append(f"s3://{BUCKET}/live/cam1/{path.name}")
+
+    upload()
+    daemon = Daemon(tmp_path, config, env)
+    try:
+        upload()
+        daemon.wait_for(lambda: len(items(ddb)) == 2, what="the items from before the outage")
+        upload()
+        daemon.wait_for(lambda: queue_counts(sqs, queue)[1] == 1 or len(items(ddb)) == 3,
+                        what="the third segment in work")
+        proxy.stop()
+        upload()
+        upload()
+        time.sleep(15)  # polls, downloads, writes and deletes fail meanwhile, retries run out
+        assert daemon.proc.poll() is None, daemon.log()[-5000:]
+        assert "receiving from" in daemon.log() and "failed" in daemon.log()  # it was felt
+        proxy.start()  # back, same port, same state
+        upload()
+        daemon.wait_for(lambda: set(items(ddb)) == set(uploaded) and queue_counts(sqs, queue) == (0, 0),
+                        timeout=180, what="every segment's item and an empty queue")
+    finally:
+        rc = daemon.stop()
+        proxy.stop()
+    assert rc == 0, daemon.log()[-5000:]
+    found = items(ddb)
+    assert len(found) == len(uploaded) == 6  # one item per segment (the key is the segment)
+    assert all("Error" not in item and item["Predicted"] for item in found.values()), \
+        "an outage must not turn a segment into an error detection"

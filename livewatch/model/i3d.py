@@ -20,7 +20,8 @@ import numpy as np
 
 from livewatch.errors import ModelError
 
-from .artifacts import ModelArtifact, ModelMeta
+from .artifacts import ModelArtifact
+from .loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def import_mxnet(threads: int | None = None):
     return mxnet
 
 
-class I3DModel:
+class I3DModel(LoadedModel):
     """A loaded, warmed-up I3D model: `predict` returns softmax probabilities per class."""
 
     def __init__(self, artifact: ModelArtifact, net, ctx, load_ms: float):
@@ -87,18 +88,7 @@ class I3DModel:
                  meta.frames, meta.crop, meta.crop)
         return model
 
-    @property
-    def meta(self) -> ModelMeta:
-        return self.artifact.meta
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.artifact.classes
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, T, H, W) float32 -> (N, num_classes) softmax probabilities."""
-        if batch.ndim != 5 or batch.shape[1] != 3:
-            raise ValueError(f"expected a (N, 3, T, H, W) batch, got shape {batch.shape}")
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         import mxnet as mx  # already loaded by `load`; not at the top, see import_mxnet
 
         try:
@@ -106,11 +96,6 @@ class I3DModel:
             return mx.nd.softmax(logits, axis=-1).asnumpy()
         except mx.base.MXNetError as exc:
             raise ModelError(f"model {self.artifact.name} failed on a {batch.shape} batch: {exc}") from exc
-
-    def top_k(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The `k` most probable (label, probability) pairs of one row of `predict`, best first."""
-        order = np.argsort(-probs, kind="stable")[:k]
-        return [(self.classes[i], float(probs[i])) for i in order]
 
 
 def _fusion(mx, ctx) -> dict:

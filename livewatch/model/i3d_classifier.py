@@ -26,7 +26,7 @@ from .preprocess import to_tensor
 from .video import CODECS, MAX_SECONDS, decode_clip
 
 if TYPE_CHECKING:
-    from .i3d import I3DModel
+    from .loaded_model import LoadedModel
 
 
 class I3DOptions(Options):
@@ -70,7 +70,7 @@ class I3DClassifier(Classifier):
 
     def __init__(self, options: I3DOptions | None = None, *, instance: str | None = None):
         super().__init__(options, instance=instance)
-        self.model: I3DModel | None = None
+        self.model: LoadedModel | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -94,7 +94,7 @@ class I3DClassifier(Classifier):
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
 
-def load_model(options: I3DOptions) -> "I3DModel":
+def load_model(options: I3DOptions) -> "LoadedModel":
     """Resolve `options.model` (downloading or unpacking it if needed) and load it. Blocking."""
     from .i3d import I3DModel
 
@@ -109,7 +109,7 @@ def load_model(options: I3DOptions) -> "I3DModel":
     return I3DModel.load(artifact, device=options.device, threads=options.threads)
 
 
-def detect(model: "I3DModel", segment: Segment, top_k: int = 5,
+def detect(model: "LoadedModel", segment: Segment, top_k: int = 5,
            options: I3DOptions | None = None) -> Detection:
     """Decode `segment`'s window, run the model on it and describe the result. Blocking.
 

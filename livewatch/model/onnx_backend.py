@@ -35,7 +35,8 @@ import numpy as np
 
 from livewatch.errors import ModelError
 
-from .artifacts import ModelArtifact, ModelMeta, default_cache_dir
+from .artifacts import ModelArtifact, default_cache_dir
+from .loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def available() -> bool:
     return True
 
 
-class OnnxModel:
+class OnnxModel(LoadedModel):
     """A loaded ONNX Runtime session for an I3D artifact: `predict` as `I3DModel.predict`."""
 
     def __init__(self, artifact: ModelArtifact, session, onnx_path: Path, load_ms: float):
@@ -90,29 +91,13 @@ class OnnxModel:
                  artifact.version, ort.__version__, model.load_ms)
         return model
 
-    @property
-    def meta(self) -> ModelMeta:
-        return self.artifact.meta
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.artifact.classes
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, T, H, W) float32 -> (N, num_classes) softmax probabilities."""
-        if batch.ndim != 5 or batch.shape[1] != 3:
-            raise ValueError(f"expected a (N, 3, T, H, W) batch, got shape {batch.shape}")
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         try:
             (logits,) = self.session.run(None, {self._input: batch})
         except Exception as exc:
             raise ModelError(f"model {self.artifact.name} failed on a {batch.shape} batch: {exc}") from exc
         return softmax(logits)
-
-    def top_k(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The `k` most probable (label, probability) pairs of one row of `predict`, best first."""
-        order = np.argsort(-probs, kind="stable")[:k]
-        return [(self.classes[i], float(probs[i])) for i in order]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             args.cache / "daemon", model_dir, media[profiles[0]], latency=3,
             backlog=3 if args.quick else 6, soak=soak, soak_resolution=names[0], say=say)
         results["daemon"]["profile"] = profiles[0]
+        say("daemon: a burst of segments, 1 worker against 4 workers batching up to 4")
+        results["batching"] = daemon_run.batching(
+            args.cache / "batching", model_dir, media[profiles[0]], segments=4 if args.quick else 8,
+            rounds=1 if args.quick else 2, say=say)
     results["load_end"] = load_average()
     results["seconds"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,9 @@ Phases:
   for the classification to finish);
 - ``soak``: N segments through one stream, keeping a few queued; the daemon's resident memory
   after each, and its growth past warm-up.
+
+And, on daemons of their own (`batching`): how fast a burst of segments clears with one worker
+against several workers whose waiting clips share forward passes, the daemons taking turns.
 """
 from __future__ import annotations
 
@@ -74,11 +77,12 @@ class Stream:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, model_dir: Path, workers: int = 1):
+    def __init__(self, workdir: Path, model_dir: Path, workers: int = 1, max_batch: int = 1):
         self.workdir = workdir
         self.live = workdir / "live"
         self.db = workdir / "detections.db"
         self.log_path = workdir / "daemon.log"
+        workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "livewatch.toml"
         config.write_text(f"""
 [daemon]
@@ -89,6 +93,7 @@ shutdown_timeout = 60
 type = "i3d"
 model = "{model_dir}"
 top_k = 5
+max_batch = {max_batch}
 
 [[sources]]
 type = "folder"
@@ -236,6 +241,48 @@ def run(workdir: Path, model_dir: Path, media: dict[str, list[Path]], *, latency
         result["exit_status"] = daemon.stop()
     errors = [line for line in daemon.log_text().splitlines() if " ERROR " in line]
     result["log_errors"] = errors[:5]
+    return result
+
+
+def batching(workdir: Path, model_dir: Path, media: dict[str, list[Path]], *,
+             configs: tuple[tuple[int, int], ...] = ((1, 1), (4, 4)), segments: int = 8,
+             rounds: int = 2, idle: float = 1.0, say=print) -> dict:
+    """Bursts of `segments` at once through daemons configured as (workers, max_batch), taking
+    turns burst by burst, after a warm-up burst each; per resolution and config: segments per
+    second from the burst's publication to its last row, and the median latency within a burst."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    daemons = {cfg: Daemon(workdir / f"w{cfg[0]}b{cfg[1]}", model_dir, *cfg) for cfg in configs}
+    result: dict = {"configs": [list(c) for c in configs], "segments": segments, "resolutions": {}}
+    try:
+        for daemon in daemons.values():
+            daemon.start()
+        for name, files in media.items():
+            segs = files[1:]
+            streams = {cfg: Stream(d.live / name) for cfg, d in daemons.items()}
+            runs: dict = {f"{w}x{b}": [] for w, b in configs}
+            for round_ in range(rounds + 1):  # round 0 warms up: new stream, new batch shapes
+                for cfg, daemon in daemons.items():
+                    time.sleep(idle)
+                    paths, published = streams[cfg].publish(
+                        [segs[k % len(segs)] for k in range(segments)])
+                    done = daemon.wait_done(paths)
+                    if round_ == 0:
+                        continue
+                    runs[f"{cfg[0]}x{cfg[1]}"].append({
+                        "segments_per_s": segments / (max(t for t, _ in done) - published),
+                        "latency_ms": statistics.median((t - published) * 1e3 for t, _ in done),
+                        "errors": sum(1 for _, d in done if d["error"]),
+                    })
+            result["resolutions"][name] = {
+                k: {"segments_per_s": statistics.median(x["segments_per_s"] for x in v),
+                    "latency_ms": statistics.median(x["latency_ms"] for x in v),
+                    "errors": sum(x["errors"] for x in v)} for k, v in runs.items()}
+            say(f"  batching, {name}: " + ", ".join(
+                f"{k} {v['segments_per_s']:.2f} seg/s" for k, v in result["resolutions"][name].items()))
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
     return result
 
 

@@ -139,6 +139,25 @@ def _daemon(r: dict) -> list[str]:
                      f"(trend {so['slope_mib_per_100']:+.2f} MiB per 100)")
     if d.get("log_errors"):
         lines.append(f"  ERROR lines in the daemon's log: {len(d['log_errors'])}, first: {d['log_errors'][0]}")
+    return lines + _batching(r)
+
+
+def _batching(r: dict) -> list[str]:
+    b = r.get("batching")
+    if not b:
+        return []
+    (w1, b1), (wn, bn) = b["configs"][0], b["configs"][-1]
+    one, many = f"{w1}x{b1}", f"{wn}x{bn}"
+    lines = [f"  a burst of {b['segments']} segments at once: {w1} worker against {wn} workers whose "
+             f"waiting clips share forward passes (max_batch {bn}); daemons taking turns",
+             f"{'':<7}{'seg/s ' + one:>14}{'seg/s ' + many:>14}{'ratio':>8}{'median latency ms':>20}"]
+    for name, x in b["resolutions"].items():
+        a, c = x[one], x[many]
+        errors = a["errors"] + c["errors"]
+        lines.append(f"{name:<7}{a['segments_per_s']:14.2f}{c['segments_per_s']:14.2f}"
+                     f"{c['segments_per_s'] / a['segments_per_s']:7.2f}x"
+                     f"{a['latency_ms']:11.0f} -> {c['latency_ms']:.0f}"
+                     + (f"  ({errors} errors)" if errors else ""))
     return lines
 
 

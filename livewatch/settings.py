@@ -44,7 +44,10 @@ DEFAULT_CONFIG_FILE = "livewatch.toml"
 class DaemonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workers: int = Field(1, ge=1, description="classifier workers: segments classified at once")
+    workers: int = Field(
+        1, ge=1, description="classifier workers: segments in classification at once (the i3d "
+        "classifier runs them through its one model thread in turn, or batched: its max_batch)"
+    )
     queue_size: int = Field(
         4, ge=1, description="segments waiting for a worker; a full queue stops the sources pulling"
     )

@@ -145,3 +145,75 @@ async def test_asking_for_a_gpu_that_is_not_there(tiny_i3d_dir):
             await classifier.start()
     finally:
         await classifier.close()
+
+
+class BatchSizes:
+    """Records the batch size of each forward pass the classifier's model runs."""
+
+    def __init__(self, classifier: I3DClassifier):
+        self.sizes: list[int] = []
+        predict = classifier.model.predict
+
+        def recording(batch):
+            self.sizes.append(batch.shape[0])
+            return predict(batch)
+
+        classifier.model.predict = recording
+
+
+async def test_segments_waiting_together_share_a_forward_pass_with_the_same_results(
+    tiny_i3d_dir, hls_stream, tmp_path
+):
+    """Several segments in classification at once (daemon.workers > 1) go through the network as
+    one batch, at most max_batch; each gets what it gets alone, and a bad one fails alone."""
+    bad = tmp_path / "bad.ts"
+    bad.write_bytes(b"\x47" + b"\0" * 500)
+    paths = [*sorted(hls_stream.glob("*.ts")), bad, *sorted(hls_stream.glob("*.ts"))]
+    segments = [file_segment(p) for p in paths]
+
+    alone = I3DClassifier(I3DClassifier.Options(model=str(tiny_i3d_dir), max_batch=1))
+    batched = I3DClassifier(I3DClassifier.Options(model=str(tiny_i3d_dir), max_batch=4))
+    await alone.start()
+    await batched.start()
+    one_by_one, together = BatchSizes(alone), BatchSizes(batched)
+    try:
+        expected = [await classify_segment(alone, s, 60) for s in segments]
+        async with LoopWatch() as watch:
+            got = await asyncio.gather(*(classify_segment(batched, s, 60) for s in segments))
+        assert await classify_segment(batched, segments[0], 60)  # a lone one is not held back
+    finally:
+        await alone.close()
+        await batched.close()
+
+    assert one_by_one.sizes == [1] * 6
+    assert together.sizes[:2] == [4, 2] and together.sizes[2:] == [1]  # 6 good clips, max_batch 4
+    assert watch.longest < 0.5, f"the event loop was blocked for {watch.longest:.2f}s"
+    for mine, theirs, path in zip(got, expected, paths, strict=True):
+        assert mine.uri == theirs.uri == str(path)
+        if path == bad:
+            assert not mine.ok and mine.error == theirs.error
+            continue
+        assert mine.ok and mine.label == theirs.label and mine.frames == theirs.frames
+        assert mine.probability == pytest.approx(theirs.probability, abs=1e-5)
+        assert [t.label for t in mine.top_k] == [t.label for t in theirs.top_k]
+
+
+async def test_a_classification_that_times_out_while_batched_leaves_the_rest_whole(
+    tiny_i3d_dir, hls_stream
+):
+    segments = [file_segment(p) for p in sorted(hls_stream.glob("*.ts"))]
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(tiny_i3d_dir), max_batch=3))
+    await classifier.start()
+    try:
+        impatient = asyncio.create_task(classifier.classify(segments[0]))
+        others = [asyncio.create_task(classifier.classify(s)) for s in segments[1:]]
+        await asyncio.sleep(0)
+        impatient.cancel()  # as daemon.segment_timeout does
+        results = await asyncio.gather(*others)
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        assert [d.uri for d in results] == [s.uri for s in segments[1:]]
+        assert all(d.ok for d in results)
+    finally:
+        await classifier.close()
+    assert classifier_threads() == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -176,6 +177,18 @@ def _demux(container: av.container.InputContainer, stream: av.VideoStream) -> li
     return packets[first:]
 
 
+class _Scaler:
+    """Frames to (height, width, 3) RGB arrays: swscale's bilinear, one context, one thread."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        return self._reformatter.reformat(frame, self.width, self.height, "rgb24",
+                                          interpolation=BILINEAR, **_ONE_THREAD).to_ndarray()
+
+
 def _decode(
     stream: av.VideoStream, packets: list[av.Packet], indices: list[int], size: tuple[int, int]
 ) -> dict[int, np.ndarray]:
@@ -186,27 +199,29 @@ def _decode(
     first_pts = presentation[indices[0]]
     # No keyframe before the window happens only to leading frames of an open GOP: try from 0.
     start = max((k for k, p in enumerate(packets) if p.is_keyframe and p.pts <= first_pts), default=0)
-    width, height = size
-    scaler = VideoReformatter()  # one scaler for the clip: a new one per frame costs as much again
-    frames: dict[int, np.ndarray] = {}
+    frames: dict[int, Future] = {}
     context = stream.codec_context
-    try:
-        for packet in [*packets[start:], None]:
-            # A frame shown before the window that no other frame refers to (a non-reference
-            # B-frame) need not be decoded at all: ~1 in 6 of the frames from a live encoder.
-            before = packet is not None and packet.pts < first_pts
-            context.skip_frame = "NONREF" if before else "DEFAULT"
-            for frame in stream.decode(packet):
-                i = index_of.get(frame.pts)
-                if i in wanted:
-                    rgb = scaler.reformat(frame, width, height, "rgb24", interpolation=BILINEAR,
-                                          **_ONE_THREAD)
-                    frames[i] = rgb.to_ndarray()
-            if len(frames) == len(wanted):
-                return frames
-    except av.FFmpegError as e:
-        raise SegmentError(f"could not decode: {_reason(e)}") from e
-    finally:
-        context.skip_frame = "DEFAULT"
+    # The decoder is single-threaded (see decode_clip): the window's frames are scaled and
+    # converted on a second thread meanwhile, one scaler for the clip in decode order (a new one
+    # per frame costs as much again). FFmpeg releases the GIL for both, so at 1080p the clip
+    # takes ~max(decode, scale) instead of their sum; the pixels are the same either way.
+    with ThreadPoolExecutor(1, thread_name_prefix="scale") as pool:
+        scale = _Scaler(*size)
+        try:
+            for packet in [*packets[start:], None]:
+                # A frame shown before the window that no other frame refers to (a non-reference
+                # B-frame) need not be decoded at all: ~1 in 6 of the frames from a live encoder.
+                before = packet is not None and packet.pts < first_pts
+                context.skip_frame = "NONREF" if before else "DEFAULT"
+                for frame in stream.decode(packet):
+                    i = index_of.get(frame.pts)
+                    if i in wanted:
+                        frames[i] = pool.submit(scale, frame)
+                if len(frames) == len(wanted):
+                    return {i: f.result() for i, f in frames.items()}
+        except av.FFmpegError as e:
+            raise SegmentError(f"could not decode: {_reason(e)}") from e
+        finally:
+            context.skip_frame = "DEFAULT"
     missing = sorted(wanted - frames.keys())
     raise SegmentError(f"could not decode: frame(s) {missing} of {len(packets)} did not decode")

@@ -11,11 +11,12 @@ that failed transiently (classifier or sink) is released back to its source unac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from .components import Classifier, Sink, Source
 from .contract import Detection, Segment
@@ -201,9 +202,12 @@ class Daemon:
                 await asyncio.shield(task)
                 del self._in_flight[task]
             except asyncio.CancelledError:
-                if not task.done():
-                    raise  # shutting down: _finish_in_flight waits for the task
-                self._in_flight.pop(task, None)
+                # Shutting down: _finish_in_flight waits for a task still running. The worker
+                # stops either way, also when its task ended in the same instant (carrying on
+                # would leave it waiting on the queue, and the shutdown with it).
+                if task.done():
+                    self._in_flight.pop(task, None)
+                raise
             except Exception:
                 self._in_flight.pop(task, None)
                 log.exception("segment %s: unexpected failure; it was not acknowledged", segment.uri)
@@ -274,24 +278,41 @@ class Daemon:
             await self._write_with_retries(sink, detection)
 
     async def _write_with_retries(self, sink: Sink, detection: Detection) -> None:
+        """Write, retrying transient failures with backoff and jitter: `sink_retries` times, or
+        (by default) until the write succeeds or the daemon stops. Meanwhile the segment stays in
+        flight: its worker takes no new one, so a sink that is down empties the workers' hands
+        into a full queue and the sources stop pulling (backpressure)."""
+        limit = self.settings.sink_retries
+
+        def give_up(state) -> bool:
+            return self._stopping.is_set() or (limit is not None and state.attempt_number > limit)
+
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(self.settings.sink_retries + 1),
-            wait=wait_random_exponential(multiplier=0.2, max=10),
+            stop=give_up,
+            wait=wait_random_exponential(multiplier=0.2, max=self.settings.sink_retry_max_seconds),
+            sleep=self._sleep_unless_stopping,
             reraise=True,
         ):
             with attempt:
                 try:
                     await sink.write(detection)
                 except TransientError as exc:
-                    log.warning("segment %s: sink %r failed (attempt %d): %s", detection.uri,
-                                sink.instance, attempt.retry_state.attempt_number, exc)
-                    if attempt.retry_state.attempt_number <= self.settings.sink_retries:
+                    n = attempt.retry_state.attempt_number
+                    holding = " (the segment is held; new ones wait)" if limit is None and n == 3 else ""
+                    log.warning("segment %s: sink %r failed (attempt %d): %s%s", detection.uri,
+                                sink.instance, n, exc, holding)
+                    if not give_up(attempt.retry_state):
                         self.metrics.retries.labels(sink.instance).inc()
                     raise
                 except Exception:
                     log.exception("segment %s: sink %r failed", detection.uri, sink.instance)
                     raise
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        """Wait between two attempts, cut short by `stop()` (the segment then goes back)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _release(self, source: Source, segment: Segment, why: str) -> None:
         self.stats.released += 1

@@ -54,8 +54,15 @@ class DaemonSettings(BaseModel):
     segment_timeout: float = Field(
         300.0, gt=0, description="seconds one segment may take to classify before it fails"
     )
-    sink_retries: int = Field(
-        5, ge=0, description="retries of a sink write that failed transiently, with backoff"
+    sink_retries: int | None = Field(
+        None, ge=0, description="retries of a sink write that failed transiently, with backoff "
+        "and jitter; none (the default): until it succeeds or the daemon stops, holding the "
+        "segment meanwhile, so a sink that is down stops the intake (no reclassifying, no "
+        "redelivery counts towards a dead-letter queue); a number: then the segment goes back to "
+        "its source unacknowledged"
+    )
+    sink_retry_max_seconds: float = Field(
+        30.0, gt=0, description="longest wait between two attempts of a sink write"
     )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds in-flight segments get to finish on SIGINT/SIGTERM"

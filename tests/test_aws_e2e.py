@@ -202,7 +202,7 @@ def test_the_fleet_configuration_with_sagemaker_survives_a_dynamodb_outage(
            "AWS_ENDPOINT_URL_SAGEMAKER": sagemaker_endpoint.endpoint_url,
            # shorter waits than production's, for the test
            "LIVEWATCH_SOURCES__0__WAIT_SECONDS": "1", "LIVEWATCH_SOURCES__0__RELEASE_VISIBILITY": "1",
-           "LIVEWATCH_DAEMON__SINK_RETRIES": "1", "LIVEWATCH_SINKS__0__MAX_ATTEMPTS": "1"}
+           "LIVEWATCH_DAEMON__SINK_RETRY_MAX_SECONDS": "1", "LIVEWATCH_SINKS__0__MAX_ATTEMPTS": "1"}
     cam = HlsWriter(tmp_path / "media" / "cam1", name="seg", seconds=2.0, size=(320, 180))
 
     def upload() -> str:
@@ -221,17 +221,23 @@ def test_the_fleet_configuration_with_sagemaker_survives_a_dynamodb_outage(
         assert float(item["Probability"]) > 0 and item["Stream"] == "cam1"
         assert sagemaker_endpoint.requests == [ENDPOINT_NAME]  # classified by the endpoint
 
-        dynalite.stop()  # DynamoDB goes away: segments are classified, not written, not deleted
+        # DynamoDB goes away. By default (daemon.sink_retries unset) the daemon holds the
+        # classified segment and retries its write; the other waits in the queue: nothing is
+        # deleted, nothing is classified again, no message is redelivered.
+        dynalite.stop()
+        sagemaker_endpoint.requests.clear()
         late = [upload(), upload()]
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             assert sum(queue_counts(sqs, queue)) == 2, "a message was deleted before its item existed"
             time.sleep(0.3)
-        assert "a sink failed" in daemon.log()
+        assert "(the segment is held; new ones wait)" in daemon.log()
+        assert "not acknowledged" not in daemon.log()
         dynalite.start()  # back, empty, on the same port
         make_table(ddb)
         daemon.wait_for(lambda: set(items(ddb)) == set(late) and queue_counts(sqs, queue) == (0, 0),
                         what="the segments written once DynamoDB is back")
+        assert sagemaker_endpoint.requests == [ENDPOINT_NAME] * 2  # each classified once
     finally:
         rc = daemon.stop()
         dynalite.start()

@@ -161,6 +161,69 @@ async def test_sink_that_keeps_failing_means_no_ack(tmp_path):
     assert rows(tmp_path / "d.db") == {}
 
 
+class DownSink(RecordingSink):
+    """The real local store behind a switch: every write fails transiently until `up` is set."""
+
+    def __init__(self, path, events):
+        super().__init__(path, events)
+        self.up = asyncio.Event()
+
+    async def write(self, detection):
+        self.attempts += 1
+        if not self.up.is_set():
+            raise TransientError("connection refused")
+        await self.inner.write(detection)
+        self.events.append(("write", detection.uri))
+
+
+async def test_by_default_a_sink_that_is_down_holds_the_segment_and_stops_the_intake(tmp_path):
+    """sink_retries unset: the write is retried until the sink is back; nothing is classified
+    twice, nothing goes back to the source (no redelivery count towards a dead-letter queue), and
+    a full queue stops the source meanwhile."""
+    events = []
+    source = ListSource([b"seg%d" % i for i in range(10)], events, hold_open=True)
+    classifier = TextClassifier()
+    sink = DownSink(tmp_path / "d.db", events)
+    daemon = Daemon([source], classifier, [sink],
+                    DaemonSettings(queue_size=2, workers=1, sink_retry_max_seconds=0.05,
+                                   health_listen=""))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    try:
+        await asyncio.sleep(1.0)  # the sink is down for a while: many attempts
+        assert sink.attempts >= 5
+        assert source.acked == [] and source.released == []
+        assert source.emitted <= 4  # one held + two queued + one waiting to be queued
+        assert daemon.stats.received <= 4 and daemon.stats.classified == 0
+        sink.up.set()
+        for _ in range(200):
+            if len(source.acked) == 10:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        daemon.stop()
+        stats = await asyncio.wait_for(task, 10)
+    assert sorted(source.acked) == sorted(f"mem://{i}" for i in range(10))
+    assert source.released == []
+    assert (stats.received, stats.classified, stats.released) == (10, 10, 0)  # each classified once
+    assert {u: d.label for u, d in rows(tmp_path / "d.db").items()} == {
+        f"mem://{i}": f"seg{i}" for i in range(10)}
+
+
+async def test_stopping_while_a_sink_is_down_returns_the_held_segment_at_once(tmp_path):
+    events = []
+    source = ListSource([b"walk"], events, hold_open=True)
+    sink = DownSink(tmp_path / "d.db", events)
+    daemon = Daemon([source], TextClassifier(), [sink],
+                    DaemonSettings(shutdown_timeout=60, sink_retry_max_seconds=60, health_listen=""))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    while sink.attempts < 3:
+        await asyncio.sleep(0.05)
+    daemon.stop()  # mid-wait between two attempts: the wait is cut short, not the 60 s grace period
+    stats = await asyncio.wait_for(task, 5)
+    assert source.acked == [] and source.released == ["mem://0"] and stats.released == 1
+    assert rows(tmp_path / "d.db") == {}
+
+
 async def test_a_sink_bug_is_not_retried_and_not_acked(tmp_path):
     source, sink, _, _ = await run_daemon([b"walk"], tmp_path, failures=1, transient=False)
     assert sink.attempts == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -306,9 +307,13 @@ read_timeout = 5
         proxy.stop()
         upload()
         upload()
-        time.sleep(15)  # polls, downloads, writes and deletes fail meanwhile, retries run out
+        # It is felt: reading the segment in work, writing its item, extending its message's
+        # visibility, or polling, whichever the outage meets first (a poll cut mid-flight may
+        # spend a while in botocore's own retries). Then it goes on past those retries.
+        daemon.wait_for(lambda: re.search(r"(reading|receiving from|sink '\w+'|extending visibility) "
+                                          r".*failed", daemon.log()), timeout=60, what="the outage felt")
+        time.sleep(10)
         assert daemon.proc.poll() is None, daemon.log()[-5000:]
-        assert "receiving from" in daemon.log() and "failed" in daemon.log()  # it was felt
         proxy.start()  # back, same port, same state
         upload()
         daemon.wait_for(lambda: set(items(ddb)) == set(uploaded) and queue_counts(sqs, queue) == (0, 0),

@@ -13,7 +13,7 @@ request, on the same segment files, so a change in the machine's load falls on a
 - ``before``: livewatch before the speed work (`benchmarks.baseline`: its decoding, MXNet
   hybridized with static memory but without oneDNN fusion);
 - ``+decode``: that with livewatch's decoding as it is now (non-reference frames before the
-  window skipped, single-threaded scaler);
+  window skipped, frames scaled on a second thread while the decoder goes on);
 - ``livewatch``: the `i3d` classifier's code as it is (`benchmarks.livewatch_worker`): the above
   plus MXNet's oneDNN fusion;
 - ``onnxrt``: the same with ``backend = "onnxruntime"`` (`livewatch.model.onnx_backend`).

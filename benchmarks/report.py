@@ -58,7 +58,7 @@ def stage_table(profile: str, stages: dict) -> list[str]:
 
 
 STEPS = (  # (what changed, stage, column before, column after)
-    ("skip non-reference frames, 1 scaler thread", "decode_ms", "before", "+decode"),
+    ("skip non-reference frames, scale beside the decoder", "decode_ms", "before", "+decode"),
     ("oneDNN fusion", "infer_ms", "+decode", "livewatch"),
     ("ONNX Runtime instead of fused MXNet", "infer_ms", "livewatch", "onnxrt"),
 )

@@ -52,7 +52,7 @@ def cli():
 @click.option("--folder", type=click.Path(file_okay=False, path_type=Path),
               help="Watch this folder instead of the configured sources.")
 @click.option("--model", help="Model: a directory, a model.tar.gz, an s3:// URI or a GluonCV model-zoo name.")
-@click.option("--workers", type=click.IntRange(min=1), help="Segments classified at once.")
+@click.option("--workers", type=click.IntRange(min=1), help="Segments in classification at once (daemon.workers).")
 @click.option("--once", is_flag=True, help="Process the segments already in the folder, then exit.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def run(config, folder, model, workers, once, log_level):

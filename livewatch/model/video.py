@@ -177,7 +177,7 @@ def _demux(container: av.container.InputContainer, stream: av.VideoStream) -> li
     return packets[first:]
 
 
-class _Scaler:
+class RgbScaler:
     """Frames to (height, width, 3) RGB arrays: swscale's bilinear, one context, one thread."""
 
     def __init__(self, width: int, height: int):
@@ -206,7 +206,7 @@ def _decode(
     # per frame costs as much again). FFmpeg releases the GIL for both, so at 1080p the clip
     # takes ~max(decode, scale) instead of their sum; the pixels are the same either way.
     with ThreadPoolExecutor(1, thread_name_prefix="scale") as pool:
-        scale = _Scaler(*size)
+        scale = RgbScaler(*size)
         try:
             for packet in [*packets[start:], None]:
                 # A frame shown before the window that no other frame refers to (a non-reference

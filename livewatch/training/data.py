@@ -18,10 +18,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation, VideoReformatter
 
 from livewatch.model.preprocess import MEAN, STD, to_tensor
 from livewatch.model.sampling import window_indices
+from livewatch.model.video import RgbScaler
 
 # Horizontal flips turn a pan left into a pan right: off unless the classes do not care.
 SCALE_RATIOS = (1.0, 0.875, 0.75)
@@ -29,15 +29,11 @@ SCALE_RATIOS = (1.0, 0.875, 0.75)
 
 def decode_all(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """Every frame of a video, (T, height, width, 3) uint8 RGB at `size` (width, height)."""
-    width, height = size
-    scaler = VideoReformatter()
-    frames = []
+    scale = RgbScaler(*size)  # the daemon's scaler: same pixels, no swscale thread pool
     with av.open(os.fspath(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
-        for frame in container.decode(stream):
-            frames.append(scaler.reformat(frame, width, height, "rgb24",
-                                          interpolation=Interpolation.BILINEAR).to_ndarray())
+        frames = [scale(frame) for frame in container.decode(stream)]
     if not frames:
         raise ValueError(f"{path}: no frames decoded")
     return np.stack(frames)

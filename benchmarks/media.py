@@ -19,10 +19,7 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
-
-from livewatch.testing import media as test_media
-from livewatch.testing.media import HlsWriter
+from livewatch.testing.media import HlsWriter, write_video
 
 #: name -> ((width, height), fps)
 RESOLUTIONS: dict[str, tuple[tuple[int, int], int]] = {
@@ -34,8 +31,8 @@ PROFILES = ("live", "lowlatency")
 SEGMENT_SECONDS = 10
 GOP_SECONDS = 2
 SEGMENTS = 4
-LIVE_X264 = {"preset": "veryfast"}
-MUX_OPTIONS = {"max_delay": "700000"}  # FFmpeg's default -muxdelay: timestamps start at 1.4 s
+LIVE_PRESET = "veryfast"
+LIVE_BFRAMES = 3  # x264 veryfast's own default, said out loud
 
 
 def ensure_media(cache: Path, names: list[str], profile: str = "live",
@@ -48,7 +45,7 @@ def ensure_media(cache: Path, names: list[str], profile: str = "live",
         stamp = folder / "params.json"
         params = {"size": list(size), "fps": fps, "seconds": SEGMENT_SECONDS, "gop": GOP_SECONDS,
                   "segments": segments, "profile": profile,
-                  "x264": LIVE_X264 if profile == "live" else "HlsWriter"}
+                  "x264": {"preset": LIVE_PRESET} if profile == "live" else "HlsWriter"}
         files = [folder / f"seg{i:05d}.ts" for i in range(segments)]
         if not (stamp.is_file() and json.loads(stamp.read_text()) == params and all(f.is_file() for f in files)):
             folder.mkdir(parents=True, exist_ok=True)
@@ -66,24 +63,8 @@ def ensure_media(cache: Path, names: list[str], profile: str = "live",
 def write_live_segment(path: Path, sequence: int, size: tuple[int, int], fps: int) -> Path:
     """Segment `sequence` of a stream from a B-frame live encoder: one encode per segment,
     flushed at its end, starting with an IDR frame, timestamps continuing the stream's."""
-    scene = _scene_class()(size)
-    gop = GOP_SECONDS * fps
-    first = sequence * SEGMENT_SECONDS * fps
-    tmp = path.with_name(f".{path.name}.tmp")
-    with av.open(str(tmp), "w", format="mpegts", container_options=MUX_OPTIONS) as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps), options={
-            **LIVE_X264, "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"})
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(first, first + SEGMENT_SECONDS * fps):
-            frame = av.VideoFrame.from_ndarray(scene.frame(i), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write_video(tmp, seconds=SEGMENT_SECONDS, fps=fps, size=size, gop_seconds=GOP_SECONDS,
+                bframes=LIVE_BFRAMES, preset=LIVE_PRESET, first_frame=sequence * SEGMENT_SECONDS * fps)
     os.replace(tmp, path)
     return path
-
-
-def _scene_class():
-    """The test media's moving picture (private there; asked to be made public)."""
-    return getattr(test_media, "Scene", None) or test_media._Scene

@@ -183,16 +183,20 @@ def write_video(
     size: tuple[int, int] = (640, 360),
     gop_seconds: float = 2.0,
     bframes: int = 0,
+    preset: str = "ultrafast",
+    first_frame: int = 0,
 ) -> Path:
     """Write one H.264 video of ``round(seconds * fps)`` frames (at least 1); .ts or .mp4 by suffix.
 
-    ``bframes`` > 0 makes the decode order differ from the presentation order.
+    ``bframes`` > 0 makes the decode order differ from the presentation order (with ``preset``
+    ``"veryfast"``, as a live encoder sets x264: B-pyramid, adaptive B-frames). ``first_frame``
+    starts the picture and the timestamps there, as a segment from the middle of a stream.
     """
     path = Path(path)
     if path.suffix not in _CONTAINERS:
         raise ValueError(f"{path.name}: use a .ts or .mp4 name")
     rate = _frame_rate(fps)
-    x264 = _x264_options(rate, gop_seconds)
+    x264 = {**_x264_options(rate, gop_seconds), "preset": preset}
     x264["x264-params"] += f":bframes={bframes}"
     scene = _Scene(size)
     container = _CONTAINERS[path.suffix]
@@ -201,7 +205,7 @@ def write_video(
         stream = out.add_stream("libx264", rate=rate, options=x264)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        for i in range(max(1, round(seconds * rate))):
+        for i in range(first_frame, first_frame + max(1, round(seconds * rate))):
             frame = av.VideoFrame.from_ndarray(scene.frame(i), format="rgb24")
             frame.pts = i
             out.mux(stream.encode(frame))

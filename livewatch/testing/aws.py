@@ -27,7 +27,6 @@ What moto emulates, and how far (CloudFormation skips some resource types): test
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .processes import stop_process_group
 
 REGION = "us-east-1"
 
@@ -134,18 +135,7 @@ class MotoServer:
         Everything the emulator held (buckets, queues, stacks) is gone after a stop.
         """
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(process, timeout)
 
     def restart(self, timeout: float = 30.0) -> MotoServer:
         """Stop and start again on the same port (with empty state)."""

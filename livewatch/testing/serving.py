@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -49,6 +48,7 @@ from pathlib import Path
 import pytest
 
 from .aws import fake_aws_env, free_port
+from .processes import stop_process_group
 
 ENDPOINT_NAME = "livewatch-test"
 HANDLER_SERVICE = "sagemaker_mxnet_serving_container.handler_service"
@@ -173,22 +173,7 @@ class ModelServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # Java and its Python workers, as a group
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # the workers are in the group too; make sure none is left behind
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process_group(process, timeout)  # Java and its Python workers, as a group
 
     def log_tail(self, lines: int = 60) -> str:
         texts = []

@@ -33,6 +33,15 @@ def register_sinks(register):
 
 
 @hookspec
+def register_backends(register):
+    """Register inference runtimes for the ``i3d`` classifier (subclasses of
+    `livewatch.model.backend.Backend`); its ``backend`` option names one.
+
+    :param register: call ``register(BackendClass)`` once per class; its ``name`` is the option's value.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``livewatch`` command line.
 

@@ -20,6 +20,7 @@ import pluggy
 from . import hookspecs
 from .components import Classifier, Component, Sink, Source
 from .errors import ConfigError
+from .model.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,18 @@ DEFAULT_PLUGINS = (
     "livewatch.sinks.dynamodb",
     "livewatch.deploy.commands",
     "livewatch.training.commands",
+    "livewatch.model.backends.mxnet",
+    "livewatch.model.backends.onnxruntime",
 )
 
-KINDS = {"source": Source, "classifier": Classifier, "sink": Sink}
+KINDS = {"source": Source, "classifier": Classifier, "sink": Sink, "backend": Backend}
 
 
 @dataclass(frozen=True)
 class Registered:
     kind: str
     name: str
-    cls: type[Component]
+    cls: type[Component] | type[Backend]
     plugin: str  # the plugin (module or entry point) that registered it
     distribution: str  # "livewatch (built-in)" or "package version"
 
@@ -55,7 +58,7 @@ class Registered:
 
 
 class Registry:
-    """Every source, classifier and sink class that the loaded plugins registered."""
+    """Every source, classifier, sink and backend class that the loaded plugins registered."""
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
@@ -65,6 +68,7 @@ class Registry:
             "source": pm.hook.register_sources,
             "classifier": pm.hook.register_classifiers,
             "sink": pm.hook.register_sinks,
+            "backend": pm.hook.register_backends,
         }
         # Each implementation is called on its own so the registry knows which plugin (and which
         # distribution) registered each class: `livewatch plugins` shows it, clashes name both.
@@ -76,12 +80,12 @@ class Registry:
                     register=lambda cls, k=kind, p=impl.plugin_name, w=where: self._add(k, cls, p, w)
                 )
 
-    def _add(self, kind: str, cls: type[Component], plugin: str, where: str) -> None:
+    def _add(self, kind: str, cls: type[Component] | type[Backend], plugin: str, where: str) -> None:
         base = KINDS[kind]
         if not (isinstance(cls, type) and issubclass(cls, base)) or not cls.name:
             raise ConfigError(
                 f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of "
-                f"livewatch.components.{base.__name__} with a `name`"
+                f"{base.__module__}.{base.__name__} with a `name`"
             )
         key = (kind, cls.name)
         if key in self.entries:

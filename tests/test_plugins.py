@@ -121,6 +121,65 @@ def test_hook_register_sinks():
     assert reg.get("sink", "elsewhere").summary == "Sends detections somewhere else."
 
 
+async def test_hook_register_backends(monkeypatch, tiny_i3d_dir, video_factory):
+    """A backend registered through the hook runs the i3d classifier's forward passes: the
+    classifier decodes and batches, the backend only predicts."""
+    import numpy as np
+
+    from livewatch.contract import Segment
+    from livewatch.model.backend import Backend, BackendOptions
+    from livewatch.model.i3d_classifier import I3DClassifier
+    from livewatch.model.loaded_model import LoadedModel
+
+    seen = []
+
+    class Constant(LoadedModel):
+        def __init__(self, artifact, favourite):
+            self.artifact, self.load_ms, self.favourite = artifact, 0.0, favourite
+
+        def _forward(self, batch):
+            seen.append(batch.shape)
+            probs = np.full((len(batch), len(self.classes)), 0.1 / (len(self.classes) - 1))
+            probs[:, self.classes.index(self.favourite)] = 0.9
+            return probs
+
+    class ConstantOptions(BackendOptions):
+        favourite: str = "bowling"
+
+    class ConstantBackend(Backend):
+        """Always says the same thing."""
+
+        name = "constant"
+        Options = ConstantOptions
+
+        @classmethod
+        def load(cls, artifact, options):
+            return Constant(artifact, options.favourite)
+
+    reg = registry_with(register_backends=lambda register: register(ConstantBackend))
+    entry = reg.get("backend", "constant")
+    assert (entry.cls, entry.plugin, entry.summary) == (ConstantBackend, "extra_plugin",
+                                                        "Always says the same thing.")
+    assert [e.name for e in reg.of_kind("backend")] == ["constant", "mxnet", "onnxruntime"]
+    monkeypatch.setattr("livewatch.model.i3d_classifier.registry", lambda: reg)
+    with pytest.raises(ValueError, match="backend_options for backend 'constant': colour"):
+        I3DClassifier.Options(backend="constant", backend_options={"colour": "red"})
+
+    options = I3DClassifier.Options(model=str(tiny_i3d_dir), backend="constant",
+                                    backend_options={"favourite": "diving"})
+    video = video_factory("segment.ts", seconds=2, fps=25, size=(320, 180))
+    classifier = I3DClassifier(options)
+    await classifier.start()
+    try:
+        detection = await classifier.classify(
+            Segment(uri=str(video), stream="cam1", open=lambda: open(video, "rb")))
+    finally:
+        await classifier.close()
+    assert (detection.label, detection.probability) == ("diving", pytest.approx(0.9))
+    assert len(detection.frames) == 8  # the classifier decoded the model's window
+    assert seen == [(1, 3, 8, 112, 112)]
+
+
 @pytest.fixture(scope="session")
 def files_sink_site(tmp_path_factory):
     """The third-party plugin installed as a real distribution into its own site folder."""

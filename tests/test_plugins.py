@@ -17,7 +17,8 @@ from livewatch.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SRC = ROOT / "tests" / "plugins" / "livewatch-files-sink"
-HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+#: every hook of the plugin manager (datasette's guard rail: the hook set, not a name prefix)
+HOOKS = sorted(n for n in dir(make_plugin_manager(load_entry_points=False).hook) if not n.startswith("_"))
 LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
 
 
@@ -217,16 +218,51 @@ def test_hook_register_commands(files_sink_site, tmp_path):
     assert out.strip() == "cam1: 1"
 
 
-def test_every_hook_has_a_test():
+def test_the_hook_set_is_the_hookspecs():
+    assert HOOKS == sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "livewatch_spec"))
+    assert len(HOOKS) >= 5
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook):
     text = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
-    missing = [h for h in HOOKS if f"def test_hook_{h}(" not in text]
-    assert not missing, f"hooks without a test: {missing}"
+    assert re.search(rf"def test_hook_{hook}\(", text), f"hook {hook} has no test_hook_{hook}"
 
 
-def test_every_hook_is_documented_in_the_readme():
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_in_the_readme(hook):
     readme = (ROOT / "README.md").read_text()
-    missing = [h for h in HOOKS if not re.search(rf"^#+ `?{h}\(", readme, re.M)]
-    assert not missing, f"hooks without a README heading: {missing}"
+    assert re.search(rf"^#+ `?{hook}\(", readme, re.M), f"hook {hook} has no README heading"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_is_typed_and_documented(hook):
+    import inspect
+
+    spec = getattr(hookspecs, hook)
+    signature = inspect.signature(spec)
+    assert signature.parameters and all(
+        p.annotation is not inspect.Parameter.empty for p in signature.parameters.values())
+    assert all(f":param {name}:" in spec.__doc__ for name in signature.parameters)
+
+
+def test_trace_plugins_traces_every_hook_call(files_sink_site):
+    """`livewatch --help` calls every hook once per implementing plugin; the trace shows each."""
+    env = {**with_site(files_sink_site), "LIVEWATCH_TRACE_PLUGINS": "1"}
+    result = subprocess.run([LIVEWATCH, "--help"], env=env, capture_output=True, text=True, check=True)
+    trace = [line for line in result.stderr.splitlines() if line.startswith("livewatch plugin trace: ")]
+    pm = make_plugin_manager(load_entry_points=False)
+    for hook in HOOKS:
+        calls = sum(line.endswith(f"  {hook} [hook]") for line in trace)
+        finished = sum(f"  finish {hook} -->" in line for line in trace)
+        # register_* hooks: once per built-in implementing it, plus the files plugin's
+        expected = 1 if hook == "register_commands" else len(getattr(pm.hook, hook).get_hookimpls())
+        expected += hook == "register_sinks"
+        assert (calls, finished) == (expected, expected), hook
+    assert "files-summary" in result.stdout
+    quiet = subprocess.run([LIVEWATCH, "--help"], env=with_site(files_sink_site), capture_output=True,
+                           text=True, check=True)
+    assert "plugin trace" not in quiet.stderr
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """The plugin system: built-ins and third parties register through the same hooks."""
 import importlib.metadata
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from livewatch import hookspecs
 from livewatch.components import Sink
 from livewatch.errors import ConfigError
 from livewatch.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
+from livewatch.testing.distributions import env_with_site, install_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SRC = ROOT / "tests" / "plugins" / "livewatch-files-sink"
@@ -184,19 +184,11 @@ async def test_hook_register_backends(monkeypatch, tiny_i3d_dir, video_factory):
 @pytest.fixture(scope="session")
 def files_sink_site(tmp_path_factory):
     """The third-party plugin installed as a real distribution into its own site folder."""
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(PLUGIN_SRC)],
-        check=True,
-    )
-    return site
+    return install_distribution(PLUGIN_SRC, tmp_path_factory.mktemp("site"))
 
 
 def with_site(site):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    return env
+    return env_with_site(site)
 
 
 def test_third_party_plugin_is_listed_with_its_distribution(files_sink_site):

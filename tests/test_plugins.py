@@ -181,6 +181,32 @@ async def test_hook_register_backends(monkeypatch, tiny_i3d_dir, video_factory):
     assert seen == [(1, 3, 8, 112, 112)]
 
 
+def test_a_backend_that_cannot_run_here_says_what_to_install(monkeypatch):
+    from click.testing import CliRunner
+
+    from livewatch.cli import cli
+    from livewatch.model.backend import Backend
+    from livewatch.model.i3d_classifier import I3DClassifier
+
+    class Far(Backend):
+        """Runs on a runtime this machine lacks."""
+
+        name = "far"
+        modules = ("numpy", "no_such_runtime_here")
+        install = "pip install far-runtime"
+
+    reg = registry_with(register_backends=lambda register: register(Far))
+    monkeypatch.setattr("livewatch.model.i3d_classifier.registry", lambda: reg)
+    monkeypatch.setattr("livewatch.plugins.registry", lambda: reg)
+    assert not Far.available() and reg.get("backend", "mxnet").cls.available()
+    with pytest.raises(ValueError, match=r"backend 'far' needs numpy, no_such_runtime_here: "
+                       r"pip install far-runtime"):
+        I3DClassifier.Options(backend="far")
+    out = CliRunner().invoke(cli, ["plugins"]).output
+    assert re.search(r"backend    far +Runs on a runtime this machine lacks.\n.*from extra_plugin.*\n"
+                     r" +not available: backend 'far' needs", out)
+
+
 @pytest.fixture(scope="session")
 def files_sink_site(tmp_path_factory):
     """The third-party plugin installed as a real distribution into its own site folder."""

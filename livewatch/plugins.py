@@ -28,6 +28,7 @@ ENTRY_POINT_GROUP = "livewatch"
 DEFAULT_PLUGINS = (
     "livewatch.sources.folder",
     "livewatch.sources.s3_events",
+    "livewatch.sources.hls",
     "livewatch.model.i3d_classifier",
     "livewatch.model.sagemaker_classifier",
     "livewatch.sinks.local",

@@ -45,7 +45,7 @@ class Follower:
         self.next_sequence: int | None = max(done.values()) + 1 if done else None
         #: bumped at every sequence reset: acknowledgements of older segments are not recorded
         self.epoch = 0
-        self._previous_first: int | None = None
+        self._previous: tuple[int, int] | None = None  # the last playlist's first and last sequence
 
     def update(self, playlist: MediaPlaylist) -> Update:
         update = Update()
@@ -61,7 +61,7 @@ class Follower:
             self.next_sequence = None
         elif self.next_sequence is not None and first > self.next_sequence:
             update.missed = Missed(self.next_sequence, first - 1)
-        self._previous_first = first
+        self._previous = (first, last)
         for segment in playlist.segments:
             if segment.id not in self.done and segment.id not in self.taken:
                 self.taken.add(segment.id)
@@ -71,8 +71,8 @@ class Follower:
         return update
 
     def _is_reset(self, playlist: MediaPlaylist) -> bool:
-        if self._previous_first is not None:
-            return playlist.media_sequence < self._previous_first
+        if self._previous is not None:  # RFC 8216 6.2.1: neither may go back in one stream
+            return playlist.media_sequence < self._previous[0] or playlist.last_sequence < self._previous[1]
         # The first look after a restart: the encoder restarted while we were down when the whole
         # window lies before what was acknowledged and none of it was acknowledged.
         listed = {s.id for s in playlist.segments}

@@ -31,12 +31,10 @@ from ..hookspecs import hookimpl
 from . import hls_fetch as http
 from .checkpoint import Checkpoint
 from .hls_follow import Follower, Missed
+from .hls_health import StreamHealth
 from .hls_playlist import MediaPlaylist, MediaSegment, NotAPlaylist, Variant, audio_only, parse, pick_variant
 
 log = logging.getLogger("livewatch.sources.hls")
-
-STALL_TARGETS = 3  # a playlist unchanged for this many target durations is stalled
-
 
 class HlsOptions(Options):
     url: AnyHttpUrl = Field(description="the live playlist (media, or master: see `variant`)")
@@ -94,11 +92,7 @@ class HlsSource(Source):
         self._follower: Follower | None = None
         self._media_url: str | None = None  # the variant followed, once the master was read
         self._keys: dict[str, bytes] = {}
-        self._outage_since: float | None = None  # monotonic, while unreachable
-        self._outage_began: float | None = None  # wall clock, of the last outage
-        self._changed_at = time.monotonic()
-        self._last_seen: tuple | None = None
-        self._stalled = False
+        self._health: StreamHealth | None = None
         self._ended_logged = False
 
     @property
@@ -114,10 +108,11 @@ class HlsSource(Source):
                               f"{exc}; set `checkpoint` to a writable local path") from exc
         done = (await asyncio.to_thread(self._checkpoint.load)).get(self.stream, {})
         self._follower = Follower(done)
+        self._health = StreamHealth(self.instance, self.stream, self.metrics)
         o = self.options
         self._session = http.make_session(o.headers, o.connect_timeout, o.read_timeout, o.verify_tls)
         try:
-            await self._load()
+            await self._load(strict=True)
         except (http.Refused, NotAPlaylist, NoVideo) as exc:
             raise ConfigError(f"hls source {self.instance!r}: {exc}") from None
         except http.Unreachable as exc:
@@ -137,9 +132,9 @@ class HlsSource(Source):
         while True:
             began = time.monotonic()
             playlist = await http.retry_forever(self._load, initial=0.5, maximum=self.options.backoff_max,
-                                                on_retry=self._retrying)
-            self._back_online()
-            changed = self._note_change(playlist)
+                                                on_retry=self._health.retrying)
+            self._health.reachable()
+            changed = self._health.changed(playlist)
             await self._emit_new(playlist, emit)
             if self.options.once:
                 return
@@ -147,15 +142,15 @@ class HlsSource(Source):
                 self._ended_logged = True
                 log.info("hls source %r: the playlist ended (EXT-X-ENDLIST); watching for a new one",
                          self.instance)
-            self._check_stall(playlist)
+            self._health.check_stall(playlist)
             # RFC 8216 6.3.4: the target duration after a change, half of it when unchanged,
             # counted from when the last load began.
             wait = playlist.target_duration * (1.0 if changed else 0.5)
             await asyncio.sleep(max(0.0, began + wait - time.monotonic()))
 
-    async def _load(self) -> MediaPlaylist:
-        """The media playlist now. Raises Unreachable (retried), or at start Refused/NotAPlaylist."""
-        started = self._follower is not None and self._last_seen is not None
+    async def _load(self, strict: bool = False) -> MediaPlaylist:
+        """The media playlist now. Raises Unreachable (retried); `strict` (at start): Refused,
+        NotAPlaylist or NoVideo too, for a config error."""
         try:
             if self._media_url is None:
                 found = await self._get_playlist(self.url)
@@ -175,8 +170,8 @@ class HlsSource(Source):
         except http.Gone as exc:
             self._media_url = None  # read the master again: the variant may have moved
             raise http.Unreachable(f"playlist gone ({exc})") from None
-        except (http.Refused, NotAPlaylist, http.TooLarge) as exc:
-            if not started and not isinstance(exc, http.TooLarge):
+        except (http.Refused, NotAPlaylist, NoVideo, http.TooLarge) as exc:
+            if strict and not isinstance(exc, http.TooLarge):
                 raise
             raise http.Unreachable(str(exc)) from None
 
@@ -240,7 +235,11 @@ class HlsSource(Source):
         if seg.key.method != "AES-128":
             raise ValueError(f"encryption METHOD={seg.key.method} is not supported (only AES-128)")
         if seg.key.uri not in self._keys:
-            key = await http.get(self._session, seg.key.uri, limit=64, total_timeout=self.options.request_timeout)
+            try:
+                key = await http.get(self._session, seg.key.uri, limit=64,
+                                     total_timeout=self.options.request_timeout)
+            except (http.Gone, http.Refused, http.TooLarge) as exc:
+                raise ValueError(f"cannot get its key: {exc}") from None
             if len(key) != 16:
                 raise ValueError(f"the key at {seg.key.uri} is {len(key)} bytes, not 16")
             self._keys = {seg.key.uri: key}  # keys rotate: keep only the current one
@@ -255,8 +254,8 @@ class HlsSource(Source):
         )
 
     def _missed(self, missed: Missed) -> Segment:
-        since = (f" (unreachable from {time.strftime('%H:%M:%S', time.gmtime(self._outage_began))} UTC)"
-                 if self._outage_began else "")
+        began = self._health.outage_began
+        since = f" (unreachable from {time.strftime('%H:%M:%S', time.gmtime(began))} UTC)" if began else ""
         why = (f"segments missed: media sequence {missed.first}..{missed.last} ({missed.count} "
                f"segments) left the playlist's window before the source could read them{since}")
         log.warning("hls source %r: %s", self.instance, why)
@@ -279,40 +278,6 @@ class HlsSource(Source):
     async def release(self, segment: Segment) -> None:
         """Fetch it again at the next reload, if the playlist still lists it."""
         self._follower.taken.discard(segment.ack_handle.id)
-
-    # -- outages and stalls ----------------------------------------------------------------------
-
-    def _retrying(self, attempt: int, wait: float, error: BaseException) -> None:
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-            self._outage_began = time.time()
-            if (metrics := getattr(self, "metrics", None)) is not None:
-                metrics.source_outages.labels(self.instance).inc()
-        log.warning("hls source %r: %s; try %d failed, next in %.1fs", self.instance, error, attempt, wait)
-
-    def _back_online(self) -> None:
-        if self._outage_since is not None:
-            log.warning("hls source %r: reachable again after %.1fs", self.instance,
-                        time.monotonic() - self._outage_since)
-            self._outage_since = None
-
-    def _note_change(self, playlist: MediaPlaylist) -> bool:
-        seen = (playlist.media_sequence, playlist.last_sequence, playlist.ended)
-        changed = seen != self._last_seen
-        if changed:
-            self._last_seen, self._changed_at = seen, time.monotonic()
-        return changed
-
-    def _check_stall(self, playlist: MediaPlaylist) -> None:
-        stalled = not playlist.ended and time.monotonic() - self._changed_at >= STALL_TARGETS * playlist.target_duration
-        if stalled and not self._stalled:
-            log.warning("hls source %r: stalled: the playlist has not changed for %.0fs (%d target "
-                        "durations)", self.instance, time.monotonic() - self._changed_at, STALL_TARGETS)
-        elif self._stalled and not stalled:
-            log.warning("hls source %r: the playlist moves again", self.instance)
-        self._stalled = stalled
-        if (metrics := self.metrics) is not None:
-            metrics.source_stalled.labels(self.stream, self.instance).set(int(stalled))
 
 
 class NoVideo(Exception):

@@ -112,7 +112,8 @@ async def test_bad_urls_and_streams_without_video(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_daemon_killed_mid_stream_loses_no_spooled_segment(tmp_path, tiny_i3d_dir):
+def test_daemon_killed_mid_stream_loses_no_spooled_segment(tmp_path, random_i3d_dir):
+    # the full-size random I3D takes longer per segment than the stream's 1 s: a backlog builds
     db, spool = tmp_path / "detections.db", tmp_path / "spool"
     config = tmp_path / "livewatch.toml"
     with RtspServer(tmp_path) as server:
@@ -124,7 +125,7 @@ health_listen = ""
 
 [classifier]
 type = "i3d"
-model = "{tiny_i3d_dir}"
+model = "{random_i3d_dir}"
 
 [[sources]]
 type = "rtsp"
@@ -142,14 +143,18 @@ type = "stdout"
 format = "json"
 """)
         first = RunningDaemon(tmp_path, config)
-        wait_for(lambda: len(first.lines()) >= 2, first)
+        def backlog() -> bool:
+            return len(list((spool / "cam").glob("seg*.ts"))) >= len(first.lines()) + 2 >= 3
+
+        wait_for(backlog, first)
         first.kill()
         spooled = {str(p) for p in (spool / "cam").glob("seg*.ts")}
         with sqlite3.connect(spool / "cam" / ".livewatch-checkpoint.sqlite") as conn:
             acked = {str(spool / "cam" / n) for (n,) in conn.execute("SELECT name FROM done")}
         assert spooled - acked, "the kill should leave spooled segments not yet acknowledged"
         second = RunningDaemon(tmp_path, config)
-        wait_for(lambda: spooled <= set(store_rows(db)), second)
+        pending = spooled - acked  # each must be classified by the second run
+        wait_for(lambda: pending <= {line["uri"] for line in second.lines()}, second)
         assert second.stop() == 0, second.log()
     rows = store_rows(db)
     assert all(rows[u]["error"] is None and rows[u]["label"] for u in spooled)

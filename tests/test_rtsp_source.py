@@ -20,11 +20,11 @@ from livewatch.sources.rtsp import RtspOptions, RtspSource
 from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
 from livewatch.testing.rtsp_server import RtspServer
 
-FAST = dict(segment_seconds=1.0, stall_seconds=3.0, open_timeout=3.0, backoff_max=1.0)
+FAST = dict(segment_seconds=1.0, stall_seconds=3.0, open_timeout=3.0)  # backoff_max: its default
 
 
 @contextlib.asynccontextmanager
-async def running(url: str, tmp_path, **options):
+async def running(url: str, tmp_path, ack: bool = True, **options):
     source = RtspSource(RtspOptions(url=url, spool=tmp_path / "spool", **{**FAST, **options}), instance="door")
     source.metrics = Metrics()
     await source.start()
@@ -33,7 +33,8 @@ async def running(url: str, tmp_path, **options):
     async def emit(segment):
         got.append(segment)
         arrived.set()
-        await source.ack(segment)
+        if ack:
+            await source.ack(segment)
 
     async def until(predicate, timeout=60):
         async with asyncio.timeout(timeout):
@@ -64,6 +65,22 @@ async def test_segments_arrive_cut_at_keyframes_without_reencoding(tmp_path):
     for segment in got[:3]:
         assert 20 <= frames(segment.uri) <= 30  # ~1 s at 25 fps, starting on a keyframe
         assert segment.start is not None and segment.duration == pytest.approx(1.0, abs=0.2)
+
+
+async def test_the_spool_is_bounded_and_what_it_drops_is_recorded(tmp_path):
+    with RtspServer(tmp_path) as server:
+        async with running(server.url, tmp_path / "a", spool_keep=1) as (source, got, until, _):
+            await until(lambda s: len(s) >= 4)
+            async with asyncio.timeout(10):  # the trim runs every segment_seconds
+                while len(list(source.folder.glob("seg*.ts"))) > 2:
+                    await asyncio.sleep(0.1)
+        # nothing acknowledged (a sink that is down): the size limit drops the oldest, recorded
+        async with running(server.url, tmp_path / "b", ack=False, spool_max_mb=0.05) as (source, got, until, _):
+            await until(lambda s: any("#dropped" in x.uri for x in s))
+            assert sum(p.stat().st_size for p in source.folder.glob("seg*.ts")) <= 50_000 + 40_000
+    dropped = next(s for s in got if "#dropped" in s.uri)
+    with pytest.raises(SegmentError, match="skipped: dropped from the spool because the spool is over spool_max_mb"):
+        dropped.open()
 
 
 @pytest.mark.slow

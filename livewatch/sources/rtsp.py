@@ -43,7 +43,8 @@ class RtspOptions(Options):
     ffmpeg_options: dict[str, str] = Field(default_factory=dict, description="passed to FFmpeg as is")
     open_timeout: float = Field(10.0, gt=0, description="seconds to open the stream")
     stall_seconds: float = Field(10.0, gt=0, description="no packet for this long: reconnect")
-    backoff_max: float = Field(30.0, gt=0, description="longest wait between two reconnects")
+    backoff_max: float = Field(3.0, gt=0, description="longest wait between two reconnects (a camera "
+                               "that comes back is read again within about this long)")
     spool: Path = Field(Path("spool"), description="folder for the segments (one subfolder per stream)")
     spool_keep: int = Field(6, ge=0, description="acknowledged segments kept in the spool")
     spool_max_mb: float = Field(1024.0, gt=0, description="the spool's size limit")
@@ -118,17 +119,22 @@ class RtspSource(Source):
             while True:
                 await emit(await self._notes.get())
 
+        async def trim() -> None:  # the spool's bounds hold also when nothing is acknowledged
+            while True:
+                await asyncio.sleep(self.options.segment_seconds)
+                for note in await asyncio.to_thread(self._trim):
+                    self._notes.put_nowait(note)
+
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._record(), name=f"rtsp-record:{self.instance}")
             tasks.create_task(self._spool.run(emit), name=f"rtsp-spool:{self.instance}")
             tasks.create_task(emit_notes(), name=f"rtsp-notes:{self.instance}")
+            tasks.create_task(trim(), name=f"rtsp-trim:{self.instance}")
 
     async def ack(self, segment: Segment) -> None:
         if isinstance(segment.ack_handle, Note):
             return
         await self._spool.ack(segment)
-        for note in await asyncio.to_thread(self._trim):
-            self._notes.put_nowait(note)
 
     async def release(self, segment: Segment) -> None:
         if not isinstance(segment.ack_handle, Note):
@@ -215,7 +221,7 @@ class RtspSource(Source):
             if name not in done:
                 why = "the spool is over spool_max_mb" if too_big else "it waited longer than spool_max_age"
                 log.warning("rtsp source %r: %s dropped from the spool unclassified: %s", self.instance, name, why)
-                notes.append(self._note(str(self.folder / name), f"skipped: dropped from the spool because "
+                notes.append(self._note(f"{self.folder / name}#dropped", f"skipped: dropped from the spool because "
                                         f"{why}", stats[name].st_mtime, None))
         for name in drop:
             (self.folder / name).unlink(missing_ok=True)

@@ -102,6 +102,7 @@ checkpoint = "{checkpoint}"
     assert sorted(rows) == uris
     assert [rows[u]["sequence"] for u in uris] == list(range(SEGMENTS))
     assert all(r["error"] is None and r["label"] and r["start"] for r in rows.values())
+    assert {r["start_clock"] for r in rows.values()} == {"program-date-time"}
     again = Counter(line["uri"] for line in second.lines())
     assert not acked & set(again), "an acknowledged segment came again after the restart"
     assert set(again) | acked == set(uris) and max(again.values()) == 1

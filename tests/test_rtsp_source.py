@@ -59,12 +59,17 @@ def frames(path) -> int:
 async def test_segments_arrive_cut_at_keyframes_without_reencoding(tmp_path):
     with RtspServer(tmp_path) as server:
         async with running(server.url, tmp_path) as (source, got, until, _):
-            await until(lambda s: len(s) >= 3)
-    assert [s.sequence for s in got[:3]] == [0, 1, 2]
+            await until(lambda s: len(s) >= 4)
+    assert [s.sequence for s in got[:4]] == [0, 1, 2, 3]
     assert {s.stream for s in got} == {"cam"}
     for segment in got[:3]:
         assert 20 <= frames(segment.uri) <= 30  # ~1 s at 25 fps, starting on a keyframe
         assert segment.start is not None and segment.duration == pytest.approx(1.0, abs=0.2)
+    # start times: the stream's wall clock once an RTCP sender report came (GStreamer sends the
+    # first within seconds), the arrival time before; either way close to when it arrived
+    assert {s.start_clock for s in got} <= {"rtcp", "arrival"} and got[-1].start_clock == "rtcp"
+    for s in got:
+        assert abs(s.start.timestamp() + s.duration - s.arrived_at) < 3
 
 
 async def test_the_spool_is_bounded_and_what_it_drops_is_recorded(tmp_path):

@@ -251,6 +251,7 @@ class HlsSource(Source):
             sequence=seg.sequence, start=seg.start, duration=seg.duration,
             ack_handle=AckHandle(seg.id, seg.sequence, self._follower.epoch),
             size=len(data) if data is not None else None,
+            start_clock="program-date-time" if seg.start else None,
         )
 
     def _missed(self, missed: Missed) -> Segment:

@@ -7,8 +7,9 @@ stalls (no packet for `stall_seconds`), the recorder reconnects with capped back
 is logged (from, to, why), counted in `livewatch_source_outages_total` and recorded as an error
 detection (`uri` `<url>#outage-<from>`). The spool is bounded: acknowledged segments are deleted
 past `spool_keep`, and when it grows over `spool_max_mb` or `spool_max_age` the oldest segments go,
-those not acknowledged recorded as skipped (an error detection each). Segment start times are
-arrival times (PyAV does not expose the RTCP sender reports' wall clock).
+those not acknowledged recorded as skipped (an error detection each). Segment start times come
+from the stream's wall clock (RTCP sender reports) once it has one, else from arrival; each
+detection's `start_clock` says which.
 """
 from __future__ import annotations
 
@@ -119,6 +120,11 @@ class RtspSource(Source):
             while True:
                 await emit(await self._notes.get())
 
+        async def emit_spooled(segment: Segment) -> None:
+            # unknown (None) for a segment spooled before a restart
+            segment.start_clock = self._recorder.clocks.get(os.path.basename(segment.uri))
+            await emit(segment)
+
         async def trim() -> None:  # the spool's bounds hold also when nothing is acknowledged
             while True:
                 await asyncio.sleep(self.options.segment_seconds)
@@ -127,7 +133,7 @@ class RtspSource(Source):
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._record(), name=f"rtsp-record:{self.instance}")
-            tasks.create_task(self._spool.run(emit), name=f"rtsp-spool:{self.instance}")
+            tasks.create_task(self._spool.run(emit_spooled), name=f"rtsp-spool:{self.instance}")
             tasks.create_task(emit_notes(), name=f"rtsp-notes:{self.instance}")
             tasks.create_task(trim(), name=f"rtsp-trim:{self.instance}")
 

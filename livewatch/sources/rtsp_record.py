@@ -43,6 +43,7 @@ class Spooled:
     start: datetime
     duration: float
     frames: int
+    clock: str  # where `start` comes from: "rtcp" or "arrival"
 
 
 class Recorder:
@@ -55,7 +56,7 @@ class Recorder:
         self.window = window
         self.listed: list[Spooled] = []
         self.next_sequence = self._next_sequence()
-        self.clock = "arrival"  # where segment start times come from (see `_wall_clock`)
+        self.clocks: dict[str, str] = {}  # segment name -> "rtcp" or "arrival" (see `_wall_clock`)
         self.connected = threading.Event()  # set once a stream is open and a packet arrived
         self._lock = threading.Lock()  # `listed` and the playlist: the recorder's thread and `forget`
 
@@ -106,7 +107,7 @@ class Recorder:
                 if packet.is_keyframe and (out is None or out.seconds(packet) >= self.segment_seconds):
                     if out is not None:
                         self._finish(out)
-                    out = _Segment(self.spool, self.next_sequence, video)
+                    out = _Segment(self.spool, self.next_sequence, video, *_wall_clock(container, video, packet))
                     self.next_sequence += 1
                 if out is not None:  # packets before the first keyframe cannot be decoded alone
                     out.write(packet)
@@ -127,6 +128,7 @@ class Recorder:
             return
         with self._lock:
             self.listed = (self.listed + [spooled])[-self.window :]
+            self.clocks[spooled.name] = spooled.clock
             self._write_playlist()
 
     def _write_playlist(self) -> None:
@@ -148,6 +150,8 @@ class Recorder:
         """Segments deleted from the spool leave the playlist too."""
         with self._lock:
             kept = [s for s in self.listed if s.name not in names]
+            for name in names:
+                self.clocks.pop(name, None)
             if len(kept) != len(self.listed):
                 self.listed = kept
                 if kept:
@@ -157,12 +161,12 @@ class Recorder:
 class _Segment:
     """One MPEG-TS file being written: the input's video packets, copied."""
 
-    def __init__(self, spool: Path, sequence: int, video):
+    def __init__(self, spool: Path, sequence: int, video, start: datetime, clock: str):
         self.sequence = sequence
         self.name = f"seg{sequence:010d}.ts"
         self.path = spool / self.name
         self.temp = spool / f".{self.name}.tmp"
-        self.start = datetime.now(timezone.utc)  # arrival: see Recorder.clock
+        self.start, self.clock = start, clock
         self.time_base = video.time_base
         self.first_ts: int | None = None
         self.last_ts: int | None = None
@@ -196,4 +200,15 @@ class _Segment:
         os.replace(self.temp, self.path)
         span = float((self.last_ts - self.first_ts) * self.time_base) if self.first_ts is not None else 0.0
         frame = span / max(1, self.frames - 1)
-        return Spooled(self.sequence, self.name, self.start, round(span + frame, 3), self.frames)
+        return Spooled(self.sequence, self.name, self.start, round(span + frame, 3), self.frames, self.clock)
+
+
+def _wall_clock(container, video, packet) -> tuple[datetime, str]:
+    """When the packet was captured, by the stream's own clock when it has one: FFmpeg sets
+    `start_time_realtime` (the wall time of timestamp 0, in microseconds) from the first RTCP sender
+    report, a second or so into an RTSP stream. Else the packet's arrival time."""
+    realtime = getattr(container, "start_time_realtime", None)
+    ts = packet.pts if packet.pts is not None else packet.dts
+    if realtime and ts is not None and video.time_base is not None:
+        return datetime.fromtimestamp(realtime / 1e6 + float(ts * video.time_base), timezone.utc), "rtcp"
+    return datetime.now(timezone.utc), "arrival"

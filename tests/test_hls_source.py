@@ -298,3 +298,53 @@ async def test_refused_connection_is_retried_and_logged_without_traceback(server
         await source.close()
     assert "not reachable yet" in caplog.text and "Traceback" not in caplog.text
     assert got[0].sequence == 0
+
+
+async def test_endlist_ends_the_stream_and_once_the_run(server, tmp_path):
+    writer = HlsWriter(server.root / "cam", name="cam", **SMALL)
+    for _ in range(2):
+        writer.write_segment()
+    end_stream(writer.playlist)
+    (tmp_path / "a").mkdir()
+    async with running(server.url("cam/cam.m3u8"), tmp_path / "a") as got:
+        await got.until(lambda s: len(s) >= 2)
+        reloads = server.requests.count("/cam/cam.m3u8")
+        async with asyncio.timeout(10):  # still watching for a new stream, at the RFC's pace
+            while server.requests.count("/cam/cam.m3u8") < reloads + 2:
+                await asyncio.sleep(0.1)
+    (tmp_path / "b").mkdir()
+    source = HlsSource(HlsOptions(url=server.url("cam/cam.m3u8"), checkpoint=tmp_path / "b" / "c.sqlite",
+                                  once=True), instance="cam")
+    await source.start()
+    emitted = []
+
+    async def emit(segment):
+        emitted.append(segment)
+
+    try:
+        await asyncio.wait_for(source.run(emit), 10)  # returns by itself
+    finally:
+        await source.close()
+    assert [s.sequence for s in emitted] == [0, 1]
+
+
+async def test_a_segment_over_the_size_limit_is_an_error_and_not_read(server, tmp_path):
+    from livewatch.settings import DaemonSettings
+
+    writer = HlsWriter(server.root / "cam", name="cam", **SMALL)
+    writer.write_segment()
+    source = HlsSource(HlsOptions(url=server.url("cam/cam.m3u8"), checkpoint=tmp_path / "c.sqlite",
+                                  once=True), instance="cam")
+    source.daemon_settings = DaemonSettings(max_segment_mb=0.01)  # 10 kB; the segment is ~30 kB
+    await source.start()
+    emitted = []
+
+    async def emit(segment):
+        emitted.append(segment)
+
+    try:
+        await asyncio.wait_for(source.run(emit), 10)
+    finally:
+        await source.close()
+    with pytest.raises(SegmentError, match="segment too large: more than 0.01 MB"):
+        emitted[0].open()

@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DYNALITE := $(VENV)/.dynalite-installed
+RTSP_SERVER := $(VENV)/.rtsp-server-installed
 
 .PHONY: setup run demo test test-fast bench soak clean
 
-setup: $(STAMP) $(DYNALITE)
+setup: $(STAMP) $(DYNALITE) $(RTSP_SERVER)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,17 @@ $(STAMP): pyproject.toml
 # dynalite (npm), a second DynamoDB for the dynamodb sink's tests, into the venv (needs node/npm).
 $(DYNALITE): $(STAMP) livewatch/testing/dynalite.py
 	$(BIN)/python -m livewatch.testing.dynalite
+	touch $@
+
+# GStreamer's RTSP server (Debian packages, run by /usr/bin/python3) for the rtsp source's tests:
+# installed when missing and we are root; otherwise setup fails, naming what to install.
+$(RTSP_SERVER): $(STAMP) livewatch/testing/rtsp_server.py
+	@need=$$($(BIN)/python -c 'from livewatch.testing.rtsp_server import missing; print(missing() or "")'); \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$need --no-install-recommends; \
+	  else echo "ERROR: the rtsp tests need GStreamer's RTSP server; as root run: $$need" >&2; exit 1; fi; \
+	fi
+	$(BIN)/python -c 'from livewatch.testing.rtsp_server import missing; assert not missing(), missing()'
 	touch $@
 
 # The main job on the embedded default: folder source -> in-process I3D -> local store + stdout.
@@ -31,7 +43,7 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
-test: $(STAMP) $(DYNALITE)
+test: $(STAMP) $(DYNALITE) $(RTSP_SERVER)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) $(DYNALITE)

@@ -28,6 +28,9 @@ class Component:
     #: one line for `livewatch plugins`
     summary: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = Options
+    #: set by the daemon before `start`: its Metrics and DaemonSettings (None outside a daemon)
+    metrics = None
+    daemon_settings = None
 
     def __init__(self, options: BaseModel | None = None, *, instance: str | None = None):
         self.options = options if options is not None else type(self).Options()

@@ -33,6 +33,8 @@ class Segment:
     size: int | None = None
     #: wall-clock time (time.time()) the source saw the segment complete; latency counts from here
     arrived_at: float = field(default_factory=time.time)
+    #: where `start` comes from: "program-date-time", "rtcp" (the stream's wall clock), "arrival"
+    start_clock: str | None = None
 
     @property
     def key(self) -> str:
@@ -72,6 +74,7 @@ class Detection(BaseModel):
     latency_ms: float | None = None
     created_at: str = Field(default_factory=utc_now_iso)
     error: str | None = None
+    start_clock: str | None = None  # where `start` comes from (see Segment.start_clock)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +89,7 @@ class Detection(BaseModel):
             sequence=segment.sequence,
             start=segment.start,
             duration=segment.duration,
+            start_clock=segment.start_clock,
             **fields,
         )
 

@@ -56,6 +56,8 @@ class Daemon:
         self.settings = settings or DaemonSettings()
         self.stats = Stats()
         self.metrics = Metrics()
+        for component in [*sources, classifier, *sinks]:  # e.g. a source's stall gauge, size limit
+            component.metrics, component.daemon_settings = self.metrics, self.settings
         #: starting -> ready -> stopping -> stopped; /readyz is 200 only while "ready"
         self.state = "starting"
         self.health: HealthServer | None = None

@@ -40,6 +40,13 @@ class Metrics:
         self.acked = Counter("livewatch_segments_acknowledged",
                              "Segments acknowledged after every sink wrote them", by_segment,
                              registry=r)
+        self.missed = Counter("livewatch_segments_missed", "Segments a live source could not read "
+                              "before they left the stream's window (recorded as gap detections)",
+                              by_segment, registry=r)
+        self.source_outages = Counter("livewatch_source_outages", "Times a live source lost its "
+                                      "stream (it retries with backoff)", ["source"], registry=r)
+        self.source_stalled = Gauge("livewatch_source_stalled", "1 while a live stream has not "
+                                    "advanced for 3 target durations", by_segment, registry=r)
         self.retries = Counter("livewatch_sink_retries", "Sink writes retried after a transient "
                                "failure", ["sink"], registry=r)
         self.queue_depth = Gauge("livewatch_queue_depth", "Segments waiting for a worker",

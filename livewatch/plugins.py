@@ -31,6 +31,8 @@ ENTRY_POINT_GROUP = "livewatch"
 DEFAULT_PLUGINS = (
     "livewatch.sources.folder",
     "livewatch.sources.s3_events",
+    "livewatch.sources.hls",
+    "livewatch.sources.rtsp",
     "livewatch.model.i3d_classifier",
     "livewatch.model.sagemaker_classifier",
     "livewatch.sinks.local",

@@ -6,6 +6,7 @@ instance per config section: `cls(options, instance=...)`.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Awaitable, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +30,9 @@ class Component:
     def __init__(self, options: BaseModel | None = None, *, instance: str | None = None):
         self.options = options if options is not None else type(self).Options()
         self.instance = instance or self.name
+        #: set by the daemon when it begins to stop: pass it as `stop` to `livewatch.retry.retry`
+        #: so that a wait between two attempts ends at once
+        self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Open connections, load models, check that what the config names exists."""

@@ -13,7 +13,7 @@ import pytest
 from livewatch.components import Classifier, Sink, Source
 from livewatch.contract import Detection, Segment
 from livewatch.daemon import Daemon
-from livewatch.errors import SegmentError, TransientError
+from livewatch.errors import ModelError, SegmentError, TransientError
 from livewatch.settings import DaemonSettings
 from livewatch.sinks.local import LocalSink, LocalStore
 
@@ -45,7 +45,8 @@ class ListSource(Source):
 
 class TextClassifier(Classifier):
     """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
-    `slow:<s>` sleeps in the executor first."""
+    `oom` -> ModelError and `crash` -> RuntimeError every time, `slow:<s>` sleeps in the executor
+    first."""
 
     name = "text"
 
@@ -73,6 +74,10 @@ class TextClassifier(Classifier):
         if data == "flaky" and segment.uri not in self.flaky_seen:
             self.flaky_seen.add(segment.uri)
             raise TransientError("model server busy")
+        if data == "oom":
+            raise ModelError("model x failed on a (1, 3, 8, 112, 112) batch: out of memory")
+        if data == "crash":
+            raise RuntimeError("backend crashed")
         return Detection.for_segment(segment, label=data, probability=1.0)
 
 
@@ -141,10 +146,30 @@ async def test_bad_segment_becomes_an_error_detection_and_is_acked(tmp_path):
 
 
 async def test_transient_classifier_failure_releases_without_writing(tmp_path):
-    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path)
+    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path, classifier_retries=0)
     assert source.released == ["mem://0"]
     assert source.acked == ["mem://1"]
     assert "mem://0" not in rows(tmp_path / "d.db")
+
+
+async def test_transient_classifier_failure_is_retried_in_place_then_written_once(tmp_path):
+    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path,
+                                           classifier_retry_max_seconds=0.01)
+    assert {u: d.label for u, d in rows(tmp_path / "d.db").items()} == {"mem://0": "flaky",
+                                                                         "mem://1": "run"}
+    assert source.released == [] and sorted(source.acked) == ["mem://0", "mem://1"]
+    assert (stats.classified, stats.failed, stats.released) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("payload", [b"oom", b"crash"])
+async def test_a_model_or_classifier_failure_is_transient_not_an_error_detection(tmp_path, payload):
+    """Out of memory or a crashed backend on valid input: retried, then released; never an
+    acknowledged error detection (which would eat a backlog during one bad spell)."""
+    source, _, stats, _ = await run_daemon([payload, b"run"], tmp_path, classifier_retries=2,
+                                           classifier_retry_max_seconds=0.01)
+    assert source.released == ["mem://0"] and source.acked == ["mem://1"]
+    assert list(rows(tmp_path / "d.db")) == ["mem://1"]
+    assert (stats.classified, stats.failed, stats.released) == (1, 0, 1)
 
 
 async def test_transient_sink_failure_is_retried_then_written_once(tmp_path):

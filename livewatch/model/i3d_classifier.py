@@ -26,7 +26,7 @@ from pydantic import Field
 
 from livewatch.components import Classifier, Options
 from livewatch.contract import Detection, Label, ModelInfo, Segment
-from livewatch.errors import ModelError
+from livewatch.errors import ModelError, SegmentError, TransientError
 from livewatch.hookspecs import hookimpl
 
 from .artifacts import resolve_model
@@ -107,6 +107,10 @@ class I3DClassifier(Classifier):
             clip, tensor, preprocess_ms = await loop.run_in_executor(
                 self._executor, prepare, model, segment, self.options)
             self._ready.append((tensor, result))
+        except (SegmentError, TransientError, OSError):
+            raise  # OSError: reading the segment failed, which may pass
+        except Exception as exc:  # decoding is deterministic and runs no model: the segment's fault
+            raise SegmentError(f"could not decode: {type(exc).__name__}: {exc}") from exc
         finally:
             self._decoding -= 1
             self._run_ready()  # with this clip, or without it if it failed: a batch may be due

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from livewatch.errors import ModelError
-from livewatch.model.artifacts import resolve_model
+from livewatch.model.resolve import resolve_model
 from livewatch.model.i3d import I3DModel
 from livewatch.testing.models import TEST_CLASSES, reference_forward, with_input_shape
 

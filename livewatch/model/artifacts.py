@@ -16,8 +16,9 @@ A model is a directory holding
   Without a name the directory's (or archive's) name is used; without a version, a checksum.
 
 ``model.tar.gz`` packs the same files at its root, beside the ``code/`` folder SageMaker's MXNet
-serving container reads. `resolve_model` accepts a directory, a model.tar.gz, an ``s3://`` URI of
-one, or a GluonCV model-zoo name; archives, downloads and zoo exports are kept in a cache
+serving container reads. `find_model` accepts a directory, a model.tar.gz, an ``s3://`` URI of
+one, or a GluonCV model-zoo name (the last two through registered `Resolver`s, see
+`livewatch.model.resolve`); archives, downloads and zoo exports are kept in a cache
 (``$LIVEWATCH_CACHE_DIR``, default ``~/.cache/livewatch/models``) so a restart reuses them.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -85,13 +86,36 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LIVEWATCH_CACHE_DIR") or "~/.cache/livewatch/models").expanduser()
 
 
-def resolve_model(spec: str, cache_dir: Path | str | None = None) -> ModelArtifact:
-    """Find, fetch or unpack the model `spec` names. Blocking: call it from an executor."""
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    if spec.startswith("s3://"):
-        from .artifacts_s3 import fetch_s3_model  # boto3 is an optional dependency
+@dataclass(frozen=True)
+class Resolver:
+    """Where the models of some names come from: `fetch(spec, cache)` finds, downloads or exports
+    the model `spec` names, for every `spec` that `handles(spec)` accepts. Blocking."""
 
-        return fetch_s3_model(spec, cache)
+    name: str
+    handles: Callable[[str], bool]
+    fetch: Callable[[str, Path], ModelArtifact]
+
+
+#: Registered resolvers, asked in registration order (each module registers its own on import;
+#: `livewatch.model.resolve` imports the built-in ones).
+RESOLVERS: dict[str, Resolver] = {}
+
+
+def register_resolver(resolver: Resolver) -> Resolver:
+    RESOLVERS[resolver.name] = resolver
+    return resolver
+
+
+def looks_like_path(spec: str) -> bool:
+    return (os.sep in spec or "/" in spec or spec.startswith((".", "~"))
+            or spec.endswith((".tar.gz", ".tgz")))
+
+
+def find_model(spec: str, cache_dir: Path | str | None = None) -> ModelArtifact:
+    """A local model directory or model.tar.gz, else what the first registered resolver that
+    handles `spec` fetches. Blocking: call it from an executor. Use
+    `livewatch.model.resolve.resolve_model`, which registers the built-in resolvers first."""
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_artifact(path)
@@ -101,11 +125,13 @@ def resolve_model(spec: str, cache_dir: Path | str | None = None) -> ModelArtifa
         checksum = _sha256(path)
         root = unpack_model_tar(path, cache / "archives" / checksum[:16])
         return load_artifact(root, name=archive_name(path.as_posix()), version=checksum[:12])
-    if os.sep in spec or "/" in spec or spec.startswith((".", "~")) or spec.endswith((".tar.gz", ".tgz")):
+    for resolver in RESOLVERS.values():
+        if resolver.handles(spec):
+            return resolver.fetch(spec, cache)
+    if looks_like_path(spec):
         raise ModelError(f"model path {spec!r} does not exist")
-    from .artifacts_zoo import fetch_zoo_model  # gluoncv imports MXNet: pay for it only here
-
-    return fetch_zoo_model(spec, cache)
+    raise ModelError(f"model {spec!r} is not a local directory or model.tar.gz, and no model "
+                     f"resolver handles it (registered: {', '.join(RESOLVERS) or 'none'})")
 
 
 def load_artifact(directory: Path, *, name: str | None = None, version: str | None = None) -> ModelArtifact:

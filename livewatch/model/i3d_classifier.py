@@ -29,7 +29,7 @@ from livewatch.contract import Detection, Label, ModelInfo, Segment
 from livewatch.errors import ModelError, SegmentError, TransientError
 from livewatch.hookspecs import hookimpl
 
-from .artifacts import resolve_model
+from .resolve import resolve_model
 from .preprocess import to_tensor
 from .video import CODECS, MAX_SECONDS, decode_clip
 

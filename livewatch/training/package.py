@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 import livewatch
-from livewatch.model.artifacts import ModelArtifact, pack_model, resolve_model
+from livewatch.model.artifacts import ModelArtifact, pack_model
+from livewatch.model.resolve import resolve_model
 
 #: The daemon's modules the serving code imports, relative to the livewatch package.
 SHARED_MODULES = ("errors.py", "model/video.py", "model/preprocess.py", "model/sampling.py")

@@ -69,8 +69,9 @@ class Source(Component):
 class Classifier(Component):
     """Turns a segment into a detection. Blocking work (decoding, inference) runs in executors.
 
-    Raise `SegmentError` for a segment that can never succeed and `TransientError` for one that
-    may succeed later; the daemon turns them into an error detection or a redelivery.
+    Raise `SegmentError` for a segment that can never succeed (the daemon writes an error
+    detection). Anything else, `TransientError`, `ModelError` or any other exception, is
+    transient: the daemon retries with backoff, is not ready meanwhile, then releases the segment.
     """
 
     #: how many segments this classifier can usefully work on at once

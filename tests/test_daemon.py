@@ -234,6 +234,39 @@ async def test_by_default_a_sink_that_is_down_holds_the_segment_and_stops_the_in
         f"mem://{i}": f"seg{i}" for i in range(10)}
 
 
+async def test_stopping_while_the_model_fails_returns_the_segment_at_once(tmp_path):
+    """A classifier retry sleeping its (long) backoff wakes at once on stop: no error detection,
+    the segment released, well within the 60 s grace period."""
+    events = []
+    source = ListSource([b"oom"], events, hold_open=True)
+    classifier = CountingClassifier()
+    daemon = Daemon([source], classifier, [RecordingSink(tmp_path / "d.db", events)],
+                    DaemonSettings(shutdown_timeout=60, classifier_retries=None,
+                                   classifier_retry_max_seconds=60, health_listen=""))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    deadline = time.monotonic() + 10
+    while classifier.calls < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert classifier.calls == 3 and daemon.status.unavailable and not daemon.status.ready
+    started = time.monotonic()
+    daemon.stop()  # the third wait (1-2 s) has just begun
+    stats = await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 0.9  # cut short, not waited out
+    assert classifier.calls == 3  # no attempt after the stop
+    assert source.acked == [] and source.released == ["mem://0"] and stats.released == 1
+    assert rows(tmp_path / "d.db") == {}
+
+
+class CountingClassifier(TextClassifier):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    async def classify(self, segment):
+        self.calls += 1
+        return await super().classify(segment)
+
+
 async def test_stopping_while_a_sink_is_down_returns_the_held_segment_at_once(tmp_path):
     events = []
     source = ListSource([b"walk"], events, hold_open=True)

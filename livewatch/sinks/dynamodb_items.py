@@ -16,7 +16,6 @@ come first; ours follow. Numbers are Decimals; absent values are left out, never
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from decimal import Context, Decimal
 from typing import Any
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+import asyncio
 from typing import Awaitable, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +36,9 @@ class Component:
     def __init__(self, options: BaseModel | None = None, *, instance: str | None = None):
         self.options = options if options is not None else type(self).Options()
         self.instance = instance or self.name
+        #: set by the daemon when it begins to stop: pass it as `stop` to `livewatch.retry.retry`
+        #: so that a wait between two attempts ends at once
+        self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Open connections, load models, check that what the config names exists."""
@@ -83,8 +87,9 @@ class Source(Component):
 class Classifier(Component):
     """Turns a segment into a detection. Blocking work (decoding, inference) runs in executors.
 
-    Raise `SegmentError` for a segment that can never succeed and `TransientError` for one that
-    may succeed later; the daemon turns them into an error detection or a redelivery.
+    Raise `SegmentError` for a segment that can never succeed (the daemon writes an error
+    detection). Anything else, `TransientError`, `ModelError` or any other exception, is
+    transient: the daemon retries with backoff, is not ready meanwhile, then releases the segment.
     """
 
     #: how many segments this classifier can usefully work on at once

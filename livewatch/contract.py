@@ -52,8 +52,16 @@ class ModelInfo(BaseModel):
     version: str = ""
 
 
+def iso_utc(value: datetime) -> str:
+    """``2026-11-24T19:00:00.000Z``: UTC, milliseconds, sortable as a string (a naive datetime is
+    read as UTC). The one timestamp format of detections, stores and JSON logs."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(datetime.now(timezone.utc))
 
 
 class Detection(BaseModel):

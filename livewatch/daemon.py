@@ -5,41 +5,31 @@ and awaits all of them before it returns, whatever happens. Blocking work never 
 classifier runs decoding and inference in its own executor, and sinks do their I/O off the loop.
 
 Delivery (DESIGN.md): a segment is acknowledged to its source only after every sink wrote its
-detection. A segment that can never succeed becomes an error detection and is acknowledged; one
-that failed transiently (classifier or sink) is released back to its source unacknowledged.
+detection. Every failure has one of two fates. A segment that can never succeed (`SegmentError`:
+its own defect, or a classification past `segment_timeout`) becomes an error detection and is
+acknowledged. Anything else, a sink that is down or the classifier or its model failing on valid
+input (out of memory, a crashed backend), is transient: retried in place with backoff
+(`livewatch.retry`), the daemon not ready meanwhile, and released unacknowledged if it still fails.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
-
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from .components import Classifier, Sink, Source
 from .contract import Detection, Segment
-from .errors import SegmentError, TransientError
+from .errors import ModelError, SegmentError, TransientError
 from .health import HealthServer
 from .logs import current_segment
 from .metrics import Metrics
+from .retry import retry
 from .settings import DaemonSettings
+from .status import Stats, Status
+
+__all__ = ["Daemon", "Stats", "Status", "classify_segment"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Stats:
-    """Counters for what happened to the segments this run (they feed logs and metrics)."""
-
-    received: int = 0
-    classified: int = 0
-    failed: int = 0  # error detections written (bad segments)
-    released: int = 0  # returned to their source unacknowledged (transient failures, shutdown)
-    skipped: int = 0  # skipped by the live lag policy (a detection says so; acknowledged)
-    acked: int = 0
-    per_stream: dict[str, int] = field(default_factory=dict)
 
 
 class Daemon:
@@ -54,17 +44,29 @@ class Daemon:
         self.classifier = classifier
         self.sinks = sinks
         self.settings = settings or DaemonSettings()
-        self.stats = Stats()
+        #: what the daemon is doing; the health endpoint serves it (/readyz)
+        self.status = Status()
+        self.stats = self.status.stats
         self.metrics = Metrics()
         for component in [*sources, classifier, *sinks]:  # e.g. a source's stall gauge, size limit
             component.metrics, component.daemon_settings = self.metrics, self.settings
-        #: starting -> ready -> stopping -> stopped; /readyz is 200 only while "ready"
-        self.state = "starting"
         self.health: HealthServer | None = None
         self._queue: asyncio.Queue[tuple[Source, Segment]] = asyncio.Queue(self.settings.queue_size)
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task, tuple[Source, Segment]] = {}
         self._waiting: dict[str, int] = {}  # queued segments per stream (the live lag policy)
+        self.metrics.queue_depth.set_function(self._queue.qsize)
+        self.metrics.in_flight.set_function(lambda: len(self._in_flight))
+        self.metrics.ready.set_function(lambda: float(self.status.ready))
+
+    @property
+    def state(self) -> str:
+        """starting -> ready -> stopping -> stopped (`status.ready` also needs the classifier)."""
+        return self.status.state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self.status.state = value
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -73,7 +75,8 @@ class Daemon:
         started = []
         if self.settings.health_listen:
             required = "health_listen" in self.settings.model_fields_set
-            self.health = HealthServer(self, self.settings.health_listen, required=required)
+            self.health = HealthServer(self.status, self.metrics, self.settings.health_listen,
+                                       required=required)
             await self.health.start()  # first: /livez answers while the model loads
         try:
             # Sinks first (a missing table fails before any work), then the model, then the
@@ -112,12 +115,12 @@ class Daemon:
             log.info("stopping: no new segments; waiting up to %.0fs for %d in flight",
                      self.settings.shutdown_timeout, len(self._in_flight))
             self._stopping.set()
+            for component in (*self.sources, self.classifier, *self.sinks):
+                stopping = getattr(component, "stopping", None)  # None: no Component.__init__
+                if stopping is not None:
+                    stopping.set()  # their retry waits (livewatch.retry) end at once
             if self.state == "ready":
                 self.state = "stopping"
-
-    def refresh_gauges(self) -> None:
-        self.metrics.queue_depth.set(self._queue.qsize())
-        self.metrics.in_flight.set(len(self._in_flight))
 
     async def _serve(self) -> None:
         source_tasks = [
@@ -269,11 +272,38 @@ class Daemon:
                      detection.probability or 0.0, detection.latency_ms or 0.0)
 
     async def _classify(self, source: Source, segment: Segment) -> Detection | None:
+        """Classify, retrying a transient failure in place with backoff: `classifier_retries`
+        times, then (or at once when the daemon stops) the segment is released. While the
+        classifier fails the daemon is not ready (/readyz 503, livewatch_ready 0); the first
+        classification that succeeds makes it ready again."""
+        limit = self.settings.classifier_retries
+
+        def failing(exc: BaseException) -> None:
+            if self.status.unavailable is None and not self._stopping.is_set():
+                log.error("classifier %r fails on valid input: the daemon is not ready until a "
+                          "classification succeeds (%s)", self.classifier.instance, exc)
+            self.status.unavailable = f"classifier {self.classifier.instance!r} failing: {exc}"
+
+        def retried(attempt: int, exc: BaseException) -> None:
+            failing(exc)
+            self.metrics.classifier_retries.inc()
+
         try:
-            return await classify_segment(self.classifier, segment, self.settings.segment_timeout)
+            detection = await retry(
+                lambda: classify_segment(self.classifier, segment, self.settings.segment_timeout),
+                what=f"segment {segment.uri}: classifier {self.classifier.instance!r}",
+                attempts=None if limit is None else limit + 1,
+                first=min(0.5, self.settings.classifier_retry_max_seconds),
+                longest=self.settings.classifier_retry_max_seconds, stop=self._stopping,
+                logger=log, on_retry=retried)
         except TransientError as exc:
+            failing(exc)  # until a classification succeeds
             await self._release(source, segment, str(exc))
             return None
+        if self.status.unavailable is not None:
+            log.info("classifier %r works again: the daemon is ready", self.classifier.instance)
+            self.status.unavailable = None
+        return detection
 
     async def _write(self, sink: Sink, detection: Detection) -> None:
         with self.metrics.sink_write.labels(sink.instance).time():
@@ -286,35 +316,26 @@ class Daemon:
         into a full queue and the sources stop pulling (backpressure)."""
         limit = self.settings.sink_retries
 
-        def give_up(state) -> bool:
-            return self._stopping.is_set() or (limit is not None and state.attempt_number > limit)
+        def retried(attempt: int, exc: BaseException) -> None:
+            if limit is None and attempt == 3:
+                log.warning("segment %s: sink %r still fails; the segment is held and new ones "
+                            "wait", detection.uri, sink.instance)
+            self.metrics.retries.labels(sink.instance).inc()
 
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=give_up,
-            wait=wait_random_exponential(multiplier=0.2, max=self.settings.sink_retry_max_seconds),
-            sleep=self._sleep_unless_stopping,
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    await sink.write(detection)
-                except TransientError as exc:
-                    n = attempt.retry_state.attempt_number
-                    holding = " (the segment is held; new ones wait)" if limit is None and n == 3 else ""
-                    log.warning("segment %s: sink %r failed (attempt %d): %s%s", detection.uri,
-                                sink.instance, n, exc, holding)
-                    if not give_up(attempt.retry_state):
-                        self.metrics.retries.labels(sink.instance).inc()
-                    raise
-                except Exception:
-                    log.exception("segment %s: sink %r failed", detection.uri, sink.instance)
-                    raise
+        async def write() -> None:
+            try:
+                await sink.write(detection)
+            except TransientError:
+                raise
+            except Exception:
+                log.exception("segment %s: sink %r failed", detection.uri, sink.instance)
+                raise
 
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        """Wait between two attempts, cut short by `stop()` (the segment then goes back)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await retry(write, what=f"segment {detection.uri}: sink {sink.instance!r}",
+                    attempts=None if limit is None else limit + 1,
+                    first=min(0.2, self.settings.sink_retry_max_seconds),
+                    longest=self.settings.sink_retry_max_seconds, stop=self._stopping,
+                    logger=log, on_retry=retried)
 
     async def _release(self, source: Source, segment: Segment, why: str) -> None:
         self.stats.released += 1
@@ -327,9 +348,12 @@ class Daemon:
 
 
 async def classify_segment(classifier: Classifier, segment: Segment, timeout: float) -> Detection:
-    """Classify one segment; every failure that can never succeed becomes an error detection.
+    """Classify one segment. A failure that can never succeed, the segment's own defect
+    (`SegmentError`) or a classification past `timeout`, becomes an error detection.
 
-    Raises only TransientError (try again later) and CancelledError.
+    Everything else is transient and raised as TransientError (try again later): the model or
+    its runtime failing on valid input (`ModelError`: out of memory, a crashed backend) and any
+    other exception the classifier lets out. Raises only TransientError and CancelledError.
     """
     try:
         return await asyncio.wait_for(classifier.classify(segment), timeout)
@@ -343,6 +367,8 @@ async def classify_segment(classifier: Classifier, segment: Segment, timeout: fl
         return Detection.failed(
             segment, f"classification took longer than daemon.segment_timeout={timeout:g}s"
         )
-    except Exception as exc:  # a bug or an unforeseen input: record it, keep the daemon up
+    except ModelError as exc:
+        raise TransientError(f"the model failed: {exc}") from exc
+    except Exception as exc:  # the classifier's runtime, or a bug: not the segment's fault
         log.exception("segment %s: classifier %r failed", segment.uri, classifier.instance)
-        return Detection.failed(segment, f"classifier failed: {type(exc).__name__}: {exc}")
+        raise TransientError(f"classifier failed: {type(exc).__name__}: {exc}") from exc

@@ -24,4 +24,6 @@ class TransientError(LivewatchError):
 
 
 class ModelError(LivewatchError):
-    """The model could not be found, downloaded or loaded."""
+    """The model could not be found, downloaded or loaded (at start: the daemon does not start),
+    or it failed on valid input while running (out of memory, a crashed backend): transient, the
+    daemon retries the segment and releases it, never an error detection."""

@@ -2,22 +2,21 @@
 
 It runs on the daemon's own event loop (aiohttp), so ``/livez`` answering means the loop is not
 stalled. ``/readyz`` is 200 once every component started and until shutdown begins (503 before
-and after), which is what an orchestrator's readiness probe wants. Loopback by default: metrics
+and after), and 503 while the classifier fails on valid input (until a classification succeeds
+again), which is what an orchestrator's readiness probe wants. It reads the daemon's `Status` and
+`Metrics`; it never calls back into the daemon. Loopback by default: metrics
 name streams and files, so exposing them is the operator's choice.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .metrics import Metrics
+from .status import Status
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class HealthServer:
-    def __init__(self, daemon: "Daemon", listen: str, required: bool = True):
+    def __init__(self, status: Status, metrics: Metrics, listen: str, required: bool = True):
         """`required`: a port that cannot be bound stops the daemon (the user asked for it);
         otherwise (the default address) it is logged and the daemon runs without the endpoint."""
-        self.daemon = daemon
+        self.status, self.metrics = status, metrics
         self.required = required
         self.host, self.port = parse_listen(listen)
         self._runner: web.AppRunner | None = None
@@ -77,13 +76,8 @@ class HealthServer:
                                   "uptime_s": round(time.monotonic() - self._started, 1)})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        state = self.daemon.state
-        stats = self.daemon.stats
-        body = {"status": state, "received": stats.received, "classified": stats.classified,
-                "failed": stats.failed, "released": stats.released, "acknowledged": stats.acked}
-        return web.json_response(body, status=200 if state == "ready" else 503)
+        return web.json_response(self.status.summary(), status=200 if self.status.ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self.daemon.refresh_gauges()
-        return web.Response(body=self.daemon.metrics.exposition(),
+        return web.Response(body=self.metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})

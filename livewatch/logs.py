@@ -12,6 +12,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from .contract import iso_utc
+
 current_segment: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "livewatch_segment", default=None
 )
@@ -29,8 +31,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": iso_utc(datetime.fromtimestamp(record.created, timezone.utc)),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

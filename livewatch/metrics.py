@@ -49,6 +49,11 @@ class Metrics:
                                     "advanced for 3 target durations", by_segment, registry=r)
         self.retries = Counter("livewatch_sink_retries", "Sink writes retried after a transient "
                                "failure", ["sink"], registry=r)
+        self.classifier_retries = Counter(
+            "livewatch_classifier_retries", "Classifications retried after the classifier or its "
+            "model failed on a valid segment (out of memory, a backend crash...)", registry=r)
+        self.ready = Gauge("livewatch_ready", "1 while /readyz answers 200: started, not stopping, "
+                           "and the classifier not failing", registry=r)
         self.queue_depth = Gauge("livewatch_queue_depth", "Segments waiting for a worker",
                                  registry=r)
         self.in_flight = Gauge("livewatch_segments_in_flight", "Segments being classified or "

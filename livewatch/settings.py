@@ -64,6 +64,16 @@ class DaemonSettings(BaseModel):
     sink_retry_max_seconds: float = Field(
         30.0, gt=0, description="longest wait between two attempts of a sink write"
     )
+    classifier_retries: int | None = Field(
+        5, ge=0, description="retries, with backoff and jitter, of a classification that failed "
+        "transiently (the model or its runtime failing on valid input: out of memory, a crashed "
+        "backend; a remote classifier that is down), holding the segment meanwhile; the daemon is "
+        "not ready until one succeeds; then the segment goes back to its source unacknowledged; "
+        "none: until it succeeds or the daemon stops"
+    )
+    classifier_retry_max_seconds: float = Field(
+        30.0, gt=0, description="longest wait between two attempts of a classification"
+    )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds in-flight segments get to finish on SIGINT/SIGTERM"
     )

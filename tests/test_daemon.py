@@ -13,7 +13,7 @@ import pytest
 from livewatch.components import Classifier, Sink, Source
 from livewatch.contract import Detection, Segment
 from livewatch.daemon import Daemon
-from livewatch.errors import SegmentError, TransientError
+from livewatch.errors import ModelError, SegmentError, TransientError
 from livewatch.settings import DaemonSettings
 from livewatch.sinks.local import LocalSink, LocalStore
 
@@ -45,7 +45,8 @@ class ListSource(Source):
 
 class TextClassifier(Classifier):
     """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
-    `slow:<s>` sleeps in the executor first."""
+    `oom` -> ModelError and `crash` -> RuntimeError every time, `slow:<s>` sleeps in the executor
+    first."""
 
     name = "text"
 
@@ -73,6 +74,10 @@ class TextClassifier(Classifier):
         if data == "flaky" and segment.uri not in self.flaky_seen:
             self.flaky_seen.add(segment.uri)
             raise TransientError("model server busy")
+        if data == "oom":
+            raise ModelError("model x failed on a (1, 3, 8, 112, 112) batch: out of memory")
+        if data == "crash":
+            raise RuntimeError("backend crashed")
         return Detection.for_segment(segment, label=data, probability=1.0)
 
 
@@ -141,10 +146,30 @@ async def test_bad_segment_becomes_an_error_detection_and_is_acked(tmp_path):
 
 
 async def test_transient_classifier_failure_releases_without_writing(tmp_path):
-    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path)
+    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path, classifier_retries=0)
     assert source.released == ["mem://0"]
     assert source.acked == ["mem://1"]
     assert "mem://0" not in rows(tmp_path / "d.db")
+
+
+async def test_transient_classifier_failure_is_retried_in_place_then_written_once(tmp_path):
+    source, _, stats, _ = await run_daemon([b"flaky", b"run"], tmp_path,
+                                           classifier_retry_max_seconds=0.01)
+    assert {u: d.label for u, d in rows(tmp_path / "d.db").items()} == {"mem://0": "flaky",
+                                                                         "mem://1": "run"}
+    assert source.released == [] and sorted(source.acked) == ["mem://0", "mem://1"]
+    assert (stats.classified, stats.failed, stats.released) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("payload", [b"oom", b"crash"])
+async def test_a_model_or_classifier_failure_is_transient_not_an_error_detection(tmp_path, payload):
+    """Out of memory or a crashed backend on valid input: retried, then released; never an
+    acknowledged error detection (which would eat a backlog during one bad spell)."""
+    source, _, stats, _ = await run_daemon([payload, b"run"], tmp_path, classifier_retries=2,
+                                           classifier_retry_max_seconds=0.01)
+    assert source.released == ["mem://0"] and source.acked == ["mem://1"]
+    assert list(rows(tmp_path / "d.db")) == ["mem://1"]
+    assert (stats.classified, stats.failed, stats.released) == (1, 0, 1)
 
 
 async def test_transient_sink_failure_is_retried_then_written_once(tmp_path):
@@ -207,6 +232,39 @@ async def test_by_default_a_sink_that_is_down_holds_the_segment_and_stops_the_in
     assert (stats.received, stats.classified, stats.released) == (10, 10, 0)  # each classified once
     assert {u: d.label for u, d in rows(tmp_path / "d.db").items()} == {
         f"mem://{i}": f"seg{i}" for i in range(10)}
+
+
+async def test_stopping_while_the_model_fails_returns_the_segment_at_once(tmp_path):
+    """A classifier retry sleeping its (long) backoff wakes at once on stop: no error detection,
+    the segment released, well within the 60 s grace period."""
+    events = []
+    source = ListSource([b"oom"], events, hold_open=True)
+    classifier = CountingClassifier()
+    daemon = Daemon([source], classifier, [RecordingSink(tmp_path / "d.db", events)],
+                    DaemonSettings(shutdown_timeout=60, classifier_retries=None,
+                                   classifier_retry_max_seconds=60, health_listen=""))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    deadline = time.monotonic() + 10
+    while classifier.calls < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert classifier.calls == 3 and daemon.status.unavailable and not daemon.status.ready
+    started = time.monotonic()
+    daemon.stop()  # the third wait (1-2 s) has just begun
+    stats = await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 0.9  # cut short, not waited out
+    assert classifier.calls == 3  # no attempt after the stop
+    assert source.acked == [] and source.released == ["mem://0"] and stats.released == 1
+    assert rows(tmp_path / "d.db") == {}
+
+
+class CountingClassifier(TextClassifier):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    async def classify(self, segment):
+        self.calls += 1
+        return await super().classify(segment)
 
 
 async def test_stopping_while_a_sink_is_down_returns_the_held_segment_at_once(tmp_path):

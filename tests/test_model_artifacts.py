@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from livewatch.errors import ModelError
-from livewatch.model.artifacts import resolve_model
+from livewatch.model.artifacts import RESOLVERS, Resolver, load_artifact, register_resolver
 from livewatch.model.backends.mxnet import MXNetModel
+from livewatch.model.resolve import resolve_model
 from livewatch.testing.models import TEST_CLASSES, reference_forward, with_input_shape
 
 UCF101_ZIP = "/gluon/models/i3d_resnet50_v1_ucf101-760d0981.zip"
@@ -156,6 +157,25 @@ def test_an_unknown_zoo_name_lists_the_known_ones():
     with pytest.raises(ModelError, match=r"'i3d_resnet50_v1_ufc101' is not .* GluonCV model-zoo "
                                          r"name; .*: .*i3d_resnet50_v1_ucf101"):
         resolve_model("i3d_resnet50_v1_ufc101")
+
+
+def test_a_registered_resolver_serves_the_names_it_handles(tiny_i3d_dir, monkeypatch):
+    """How S3 and the zoo plug in, open to any package: a resolver for the names it handles."""
+    monkeypatch.setattr("livewatch.model.artifacts.RESOLVERS", dict(RESOLVERS))
+    asked = []
+
+    def fetch(spec, cache):
+        asked.append(spec)
+        return load_artifact(tiny_i3d_dir)
+
+    register_resolver(Resolver("registry", handles=lambda spec: spec.startswith("registry:"),
+                               fetch=fetch))
+    assert resolve_model("registry:cams/v3").directory == tiny_i3d_dir
+    assert asked == ["registry:cams/v3"]
+    resolve_model(str(tiny_i3d_dir))
+    assert asked == ["registry:cams/v3"]  # a local directory never asks a resolver
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model("other:cams/v3")  # a path-like name no resolver handles
 
 
 # -- the GluonCV model zoo, against a local stand-in for its repository -----------------------------

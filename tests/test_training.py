@@ -174,6 +174,37 @@ def test_serving_code_stays_python_3_8_compatible():
         assert future or not annotated, f"{path}: add `from __future__ import annotations`"
 
 
+def test_serving_code_imports_only_what_the_container_has():
+    """The container has the stdlib, numpy, MXNet, boto3 and PyAV (requirements.txt), and the
+    livewatch modules copied beside inference.py: no pydantic, no other livewatch module."""
+    import ast
+
+    from livewatch.training.package import SHARED_MODULES
+
+    shipped = {"livewatch", "livewatch.model"} | {
+        "livewatch." + rel.removesuffix(".py").replace("/", ".") for rel in SHARED_MODULES}
+    container = {"numpy", "mxnet", "boto3", "botocore", "av"}
+    files = [REPO / "model" / "code" / "inference.py"] + [REPO / "livewatch" / rel for rel in SHARED_MODULES]
+    for path in files:
+        inside = path.is_relative_to(REPO / "livewatch")
+        package = ".".join(("livewatch", *path.relative_to(REPO / "livewatch").parent.parts)) if inside else ""
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                if node.level:  # relative: only inside the shipped livewatch package
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    names = [f"{base}.{node.module}" if node.module else base]
+                else:
+                    names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert (name in shipped or top in container or top in sys.stdlib_module_names), \
+                    f"{path.name} imports {name}, which the serving container does not have"
+
+
 def _load_serving_module(code_dir: Path):
     """model/code/inference.py as the container imports it: from its own code/ folder."""
     for name in [m for m in sys.modules if m == "livewatch_serving"]:
@@ -378,12 +409,13 @@ def test_packaged_serving_code_uses_its_own_copy_of_the_daemons_modules(trained,
              f"spec = importlib.util.spec_from_file_location('inference', {str(code / 'inference.py')!r})\n"
              "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
              "import livewatch.model.video as v, livewatch.model.preprocess as p\n"
-             "print(v.__file__); print(p.__file__)\n")
+             "import livewatch.model.model_files as f, livewatch.model.mxnet_net as n\n"
+             "print(v.__file__); print(p.__file__); print(f.__file__); print(n.__file__)\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     files = proc.stdout.split()
-    assert files and all(f.startswith(str(code)) for f in files), files
+    assert len(files) == 4 and all(f.startswith(str(code)) for f in files), files
 
 
 @pytest.mark.slow  # the session's trained model: about a minute and a half, once

@@ -16,19 +16,19 @@ A model is a directory holding
   Without a name the directory's (or archive's) name is used; without a version, a checksum.
 
 ``model.tar.gz`` packs the same files at its root, beside the ``code/`` folder SageMaker's MXNet
-serving container reads. `resolve_model` accepts a directory, a model.tar.gz, an ``s3://`` URI of
-one, or a GluonCV model-zoo name; archives, downloads and zoo exports are kept in a cache
+serving container reads. `find_model` accepts a directory, a model.tar.gz, an ``s3://`` URI of
+one, or a GluonCV model-zoo name (the last two through registered `Resolver`s, see
+`livewatch.model.resolve`); archives, downloads and zoo exports are kept in a cache
 (``$LIVEWATCH_CACHE_DIR``, default ``~/.cache/livewatch/models``) so a restart reuses them.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,11 +37,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from livewatch.errors import ModelError
 
-SYMBOL_FILE = "model-symbol.json"
-PARAMS_FILE = "model-0000.params"
-CLASSES_FILE = "classes.txt"
-META_FILE = "model.json"
-REQUIRED_FILES = (SYMBOL_FILE, PARAMS_FILE, CLASSES_FILE)
+from .model_files import (  # noqa: F401  (the format's names, used from here too)
+    CLASSES_FILE,
+    DEFAULT_META,
+    META_FILE,
+    PARAMS_FILE,
+    REQUIRED_FILES,
+    SYMBOL_FILE,
+    file_sha256,
+    model_identity,
+    read_classes,
+    read_meta,
+)
 
 
 class ModelMeta(BaseModel):
@@ -51,11 +58,13 @@ class ModelMeta(BaseModel):
 
     name: str | None = None
     version: str | None = None
-    frames: int = Field(32, ge=1, description="consecutive frames per clip")
-    crop: int = Field(224, ge=1, description="center crop, in pixels, of each resized frame")
-    resize: tuple[int, int] = Field((340, 256), description="(width, height) before the crop")
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    frames: int = Field(DEFAULT_META["frames"], ge=1, description="consecutive frames per clip")
+    crop: int = Field(DEFAULT_META["crop"], ge=1,
+                      description="center crop, in pixels, of each resized frame")
+    resize: tuple[int, int] = Field(DEFAULT_META["resize"],
+                                    description="(width, height) before the crop")
+    mean: tuple[float, float, float] = DEFAULT_META["mean"]
+    std: tuple[float, float, float] = DEFAULT_META["std"]
 
 
 @dataclass(frozen=True)
@@ -85,27 +94,52 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LIVEWATCH_CACHE_DIR") or "~/.cache/livewatch/models").expanduser()
 
 
-def resolve_model(spec: str, cache_dir: Path | str | None = None) -> ModelArtifact:
-    """Find, fetch or unpack the model `spec` names. Blocking: call it from an executor."""
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    if spec.startswith("s3://"):
-        from .artifacts_s3 import fetch_s3_model  # boto3 is an optional dependency
+@dataclass(frozen=True)
+class Resolver:
+    """Where the models of some names come from: `fetch(spec, cache)` finds, downloads or exports
+    the model `spec` names, for every `spec` that `handles(spec)` accepts. Blocking."""
 
-        return fetch_s3_model(spec, cache)
+    name: str
+    handles: Callable[[str], bool]
+    fetch: Callable[[str, Path], ModelArtifact]
+
+
+#: Registered resolvers, asked in registration order (each module registers its own on import;
+#: `livewatch.model.resolve` imports the built-in ones).
+RESOLVERS: dict[str, Resolver] = {}
+
+
+def register_resolver(resolver: Resolver) -> Resolver:
+    RESOLVERS[resolver.name] = resolver
+    return resolver
+
+
+def looks_like_path(spec: str) -> bool:
+    return (os.sep in spec or "/" in spec or spec.startswith((".", "~"))
+            or spec.endswith((".tar.gz", ".tgz")))
+
+
+def find_model(spec: str, cache_dir: Path | str | None = None) -> ModelArtifact:
+    """A local model directory or model.tar.gz, else what the first registered resolver that
+    handles `spec` fetches. Blocking: call it from an executor. Use
+    `livewatch.model.resolve.resolve_model`, which registers the built-in resolvers first."""
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_artifact(path)
     if path.is_file():
         if not tarfile.is_tarfile(path):
             raise ModelError(f"model {spec!r} is a file but not a model.tar.gz archive")
-        checksum = _sha256(path)
+        checksum = file_sha256(path)
         root = unpack_model_tar(path, cache / "archives" / checksum[:16])
         return load_artifact(root, name=archive_name(path.as_posix()), version=checksum[:12])
-    if os.sep in spec or "/" in spec or spec.startswith((".", "~")) or spec.endswith((".tar.gz", ".tgz")):
+    for resolver in RESOLVERS.values():
+        if resolver.handles(spec):
+            return resolver.fetch(spec, cache)
+    if looks_like_path(spec):
         raise ModelError(f"model path {spec!r} does not exist")
-    from .artifacts_zoo import fetch_zoo_model  # gluoncv imports MXNet: pay for it only here
-
-    return fetch_zoo_model(spec, cache)
+    raise ModelError(f"model {spec!r} is not a local directory or model.tar.gz, and no model "
+                     f"resolver handles it (registered: {', '.join(RESOLVERS) or 'none'})")
 
 
 def load_artifact(directory: Path, *, name: str | None = None, version: str | None = None) -> ModelArtifact:
@@ -117,21 +151,18 @@ def load_artifact(directory: Path, *, name: str | None = None, version: str | No
     if missing:
         raise ModelError(f"model directory {str(directory)!r} lacks {', '.join(missing)} "
                          f"(a model needs {', '.join(REQUIRED_FILES)})")
-    classes = tuple(
-        line.strip() for line in (directory / CLASSES_FILE).read_text().splitlines() if line.strip()
-    )
+    classes = read_classes(directory)
     if not classes:
         raise ModelError(f"{directory / CLASSES_FILE} lists no labels")
     meta_path = directory / META_FILE
     try:
-        meta = ModelMeta.model_validate_json(meta_path.read_bytes()) if meta_path.is_file() else ModelMeta()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        meta = ModelMeta.model_validate(read_meta(directory))
+    except ValueError as exc:  # not JSON, or pydantic's ValidationError (a ValueError too)
+        problems = ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    if isinstance(exc, ValidationError) else f"not JSON ({exc})")
         raise ModelError(f"{meta_path} is invalid: {problems}") from None
-    meta = meta.model_copy(update={
-        "name": meta.name or name or directory.resolve().name,
-        "version": meta.version or version or _sha256(directory / PARAMS_FILE)[:12],
-    })
+    meta_name, meta_version = model_identity(directory, meta.name or name, meta.version or version)
+    meta = meta.model_copy(update={"name": meta_name, "version": meta_version})
     return ModelArtifact(directory=directory, classes=classes, meta=meta)
 
 
@@ -227,8 +258,3 @@ def _staging(dest: Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

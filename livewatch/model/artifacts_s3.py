@@ -11,7 +11,15 @@ from pathlib import Path
 
 from livewatch.errors import ModelError
 
-from .artifacts import ModelArtifact, archive_name, load_artifact, unpack_model_tar, unpacked_root
+from .artifacts import (
+    ModelArtifact,
+    Resolver,
+    archive_name,
+    load_artifact,
+    register_resolver,
+    unpack_model_tar,
+    unpacked_root,
+)
 
 
 def fetch_s3_model(uri: str, cache: Path) -> ModelArtifact:
@@ -45,3 +53,6 @@ def fetch_s3_model(uri: str, cache: Path) -> ModelArtifact:
     except BotoCoreError as exc:  # no credentials, endpoint unreachable, a broken download
         raise ModelError(f"cannot read model {uri!r} from S3: {exc}") from None
     return load_artifact(unpacked_root(dest), name=archive_name(key), version=etag[:12])
+
+
+register_resolver(Resolver("s3", handles=lambda spec: spec.startswith("s3://"), fetch=fetch_s3_model))

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from livewatch.errors import ModelError
 
-from .artifacts import ModelArtifact, ModelMeta, export_block, load_artifact
+from .artifacts import (
+    ModelArtifact,
+    ModelMeta,
+    Resolver,
+    export_block,
+    load_artifact,
+    looks_like_path,
+    register_resolver,
+)
 
 #: The zoo family this classifier runs: I3D over ResNet, 32 frames at 224x224.
 ZOO_NAME = re.compile(r"^i3d_(nl\d+_)?resnet\d+_v1_\w+$")
@@ -71,3 +79,8 @@ def fetch_zoo_model(name: str, cache: Path) -> ModelArtifact:
     meta = ModelMeta(name=name, version=short_hash(name))
     export_block(net, dest, classes=list(net.classes), meta=meta)
     return load_artifact(dest)
+
+
+# Any bare name (not a path, not a URI) is a zoo name; a wrong one gets the list of right ones.
+register_resolver(Resolver("gluoncv-zoo", handles=lambda spec: not looks_like_path(spec),
+                           fetch=fetch_zoo_model))

@@ -26,12 +26,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from livewatch.components import Classifier, Options
 from livewatch.contract import Detection, Label, ModelInfo, Segment
-from livewatch.errors import ConfigError
+from livewatch.errors import ConfigError, ModelError, SegmentError, TransientError
 from livewatch.hookspecs import hookimpl
 from livewatch.plugins import registry
 
-from .artifacts import resolve_model
 from .backend import Backend, BackendOptions, Device
+from .resolve import resolve_model
 from .preprocess import to_tensor
 from .video import CODECS, MAX_SECONDS, decode_clip
 
@@ -126,6 +126,10 @@ class I3DClassifier(Classifier):
             clip, tensor, preprocess_ms = await loop.run_in_executor(
                 self._executor, prepare, model, segment, self.options)
             self._ready.append((tensor, result))
+        except (SegmentError, TransientError, OSError):
+            raise  # OSError: reading the segment failed, which may pass
+        except Exception as exc:  # decoding is deterministic and runs no model: the segment's fault
+            raise SegmentError(f"could not decode: {type(exc).__name__}: {exc}") from exc
         finally:
             self._decoding -= 1
             self._run_ready()  # with this clip, or without it if it failed: a batch may be due

@@ -8,7 +8,7 @@ label, probability, top_k, model, frames, timings.
 What can go wrong, and what becomes of the segment:
 
 - throttling (429, ``ThrottlingException``), a 5xx, a timeout, a lost connection: retried with
-  exponential backoff and jitter, ``retries`` times; then a `TransientError` (the segment goes
+  exponential backoff and jitter (`livewatch.retry`; a shutdown ends the wait), ``retries`` times; then a `TransientError` (the segment goes
   back to its source and comes again later);
 - ``ModelError`` (the container answered with an error: the segment is not video, too short...):
   an error detection with the container's own message, acknowledged; it never loops;
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from typing import Any
 
@@ -32,6 +31,7 @@ from ..components import Classifier
 from ..contract import Detection, Label, ModelInfo, Segment
 from ..errors import ConfigError, SegmentError, TransientError
 from ..hookspecs import hookimpl
+from ..retry import retry
 
 log = logging.getLogger("livewatch.model.sagemaker")
 
@@ -128,20 +128,25 @@ class SageMakerClassifier(Classifier):
         return to_detection(segment, answer, round_trip_ms)
 
     async def _invoke_with_retries(self, segment: Segment, body: str) -> dict[str, Any]:
-        o = self.options
-        attempt = 0
-        while True:
+        o, attempts = self.options, 0
+
+        async def invoke() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
             try:
                 return await self._invoke(segment, body)
             except _Retry as exc:
-                attempt += 1
-                if attempt > o.retries:
-                    raise TransientError(f"SageMaker endpoint {o.endpoint_name!r}: {exc} "
-                                         f"({attempt} attempts); the segment comes again later") from None
-                delay = min(o.retry_max_seconds, o.retry_base_seconds * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)
-                log.info("segment %s: %s; retry %d/%d in %.2fs", segment.uri, exc, attempt, o.retries, delay)
-                await asyncio.sleep(delay)
+                exc.attempts = attempts
+                raise
+
+        try:
+            return await retry(invoke, on=_Retry,
+                               what=f"segment {segment.uri}: SageMaker endpoint {o.endpoint_name!r}",
+                               attempts=o.retries + 1, first=o.retry_base_seconds,
+                               longest=o.retry_max_seconds, stop=self.stopping, logger=log)
+        except _Retry as exc:
+            raise TransientError(f"SageMaker endpoint {o.endpoint_name!r}: {exc} ({exc.attempts} "
+                                 "attempts); the segment comes again later") from None
 
     async def _invoke(self, segment: Segment, body: str) -> dict[str, Any]:
         o = self.options
@@ -178,6 +183,8 @@ class SageMakerClassifier(Classifier):
 
 class _Retry(Exception):
     """A failure worth another attempt (throttled, 5xx, timeout, connection)."""
+
+    attempts = 1
 
 
 def to_detection(segment: Segment, answer: dict[str, Any], round_trip_ms: float) -> Detection:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from typing import Any
 
 from pydantic import Field
@@ -27,6 +26,7 @@ from ..components import Sink
 from ..contract import Detection
 from ..errors import ConfigError, LivewatchError, TransientError
 from ..hookspecs import hookimpl
+from ..retry import retry
 from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, to_item
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
@@ -156,28 +156,34 @@ class DynamoDBSink(Sink):
             _settle(futures, failed.get(key))
 
     async def _send(self, requests: list[dict]) -> dict[tuple[str, str], Exception]:
-        """BatchWriteItem until every request went through; the keys of the puts that did not."""
-        table, attempt = self.options.table, 0
-        while True:
+        """BatchWriteItem until every request went through (UnprocessedItems retried with
+        backoff, `unprocessed_retries` times); the keys of the puts that did not."""
+        table, pending, attempts = self.options.table, requests, 0
+
+        async def write_batch() -> None:
+            nonlocal pending, attempts
+            attempts += 1
             try:
-                response = await self._client.batch_write_item(RequestItems={table: requests})
+                response = await self._client.batch_write_item(RequestItems={table: pending})
             except Exception as exc:
                 if error_code(exc) == "ResourceNotFoundException":
                     raise TransientError(f"DynamoDB table {table!r} is gone ({describe(exc)})") from exc
                 if is_transient(exc):
                     raise TransientError(f"DynamoDB write failed: {describe(exc)}") from exc
                 raise LivewatchError(f"DynamoDB refused the write: {describe(exc)}") from exc
-            requests = response.get("UnprocessedItems", {}).get(table, [])
-            if not requests:
-                return {}
-            attempt += 1
-            if attempt > self.options.unprocessed_retries:
-                error = TransientError(f"DynamoDB left {len(requests)} items unprocessed "
-                                       f"{attempt} times (throttled)")
-                return {_put_key(r): error for r in requests}
-            delay = min(5.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0)
-            log.info("sink %r: %d items unprocessed; retrying in %.2fs", self.instance, len(requests), delay)
-            await asyncio.sleep(delay)
+            pending = response.get("UnprocessedItems", {}).get(table, [])
+            if pending:
+                raise _Unprocessed(f"{len(pending)} items unprocessed (throttled)")
+
+        try:
+            await retry(write_batch, on=_Unprocessed, attempts=self.options.unprocessed_retries + 1,
+                        first=0.1, longest=5.0, stop=self.stopping, logger=log,
+                        what=f"sink {self.instance!r}: BatchWriteItem")
+        except _Unprocessed:
+            error = TransientError(f"DynamoDB left {len(pending)} items unprocessed "
+                                   f"{attempts} times (throttled)")
+            return {_put_key(r): error for r in pending}
+        return {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -256,3 +262,6 @@ def _settle(futures: list[asyncio.Future], error: BaseException | None) -> None:
 def register_sinks(register):
     register(DynamoDBSink)
 
+
+class _Unprocessed(Exception):
+    """BatchWriteItem left items unprocessed: worth another attempt."""

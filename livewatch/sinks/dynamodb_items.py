@@ -16,11 +16,10 @@ come first; ours follow. Numbers are Decimals; absent values are left out, never
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 from decimal import Context, Decimal
 from typing import Any
 
-from ..contract import Detection
+from ..contract import Detection, iso_utc
 
 PARTITION_KEY = "Stream"
 SORT_KEY = "SegmentKey"
@@ -29,12 +28,6 @@ TIMELINE_KEY = "When"
 NO_STREAM = "-"
 MAX_SORT_KEY_BYTES = 1024  # DynamoDB's limit on a sort key value
 _CONTEXT = Context(prec=38, traps=[])  # DynamoDB keeps 38 significant digits
-
-
-def iso_utc(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def number(value: float | int) -> Decimal:

@@ -10,13 +10,13 @@ import asyncio
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field
 
 from ..components import DetectionQuery, Options, Sink
-from ..contract import Detection
+from ..contract import Detection, iso_utc
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 
@@ -45,12 +45,6 @@ ON CONFLICT (uri) DO UPDATE SET
     label = excluded.label, probability = excluded.probability, error = excluded.error,
     created_at = excluded.created_at, detection = excluded.detection
 """
-
-
-def iso_utc(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class LocalStore:

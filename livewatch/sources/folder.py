@@ -28,8 +28,7 @@ from ..hookspecs import hookimpl
 from ..segment_files import open_segment_file
 from .checkpoint import Checkpoint
 from .playlist import Entry
-from .scan import FileStat, find_streams, folder_playlist, scan_folder, stat_file
-from .stream import Stream
+from .scan import FileStat, folder_playlist, stat_file
 from .watch import FolderWatcher
 
 log = logging.getLogger("livewatch.sources.folder")
@@ -92,9 +91,7 @@ class FolderSource(Source):
         self._files = [os.path.normpath(os.path.join(self._root, f)) for f in options.files]
         self._checkpoint_path = os.path.abspath(options.checkpoint or os.path.join(self._root, CHECKPOINT_NAME))
         self._checkpoint: Checkpoint | None = None
-        self._done: dict[str, dict[str, int]] = {}  # folder key -> file name -> mtime_ns
-        self._streams: dict[str, Stream] = {}  # folder key -> the stream being followed
-        self._existing: dict[str, dict[str, FileStat]] = {}  # start_at="live": see _snapshot
+        self._watcher: FolderWatcher | None = None  # owns the stream state (made by start)
 
     async def start(self) -> None:
         if not os.path.isdir(self._root):
@@ -109,32 +106,9 @@ class FolderSource(Source):
                 f"folder source {self.instance!r}: cannot open checkpoint {self._checkpoint_path}: {exc}; "
                 f"set `checkpoint` to a writable local path"
             ) from exc
-        self._done = await asyncio.to_thread(self._load_checkpoint)
-        count = sum(map(len, self._done.values()))
+        self._watcher = FolderWatcher(self._root, self.options, self._checkpoint, self._segment)
+        count = await asyncio.to_thread(self._watcher.load)
         log.info("resumed from checkpoint %s with %d segments done", self._checkpoint_path, count)
-        if self.options.start_at == "live":
-            self._existing = await asyncio.to_thread(self._snapshot)
-
-    def _load_checkpoint(self) -> dict[str, dict[str, int]]:
-        """Blocking: the checkpoint's rows, less (and pruned of) those whose file is gone."""
-        done = self._checkpoint.load()
-        for folder, names in done.items():
-            gone = [n for n in names if not os.path.exists(os.path.join(self._root, folder, n))]
-            if gone:
-                self._checkpoint.remove(folder, gone)
-            for name in gone:
-                del names[name]
-        return done
-
-    def _snapshot(self) -> dict[str, dict[str, FileStat]]:
-        """Blocking: the segment files in every stream folder now, for start_at="live" to skip."""
-        existing = {}
-        for key in find_streams(self._root, self.options.pattern, self.options.subfolders):
-            try:
-                existing[key] = scan_folder(os.path.join(self._root, key), self.options.pattern).files
-            except FileNotFoundError:
-                continue
-        return existing
 
     async def close(self) -> None:
         if self._checkpoint is not None:
@@ -146,24 +120,16 @@ class FolderSource(Source):
             await self._emit_files(emit)
             return
         log.info("watching %s for %s (checkpoint %s)", self._root, self.options.pattern, self._checkpoint_path)
-        watcher = FolderWatcher(
-            self._root, self.options, self._checkpoint, self._done, self._streams, self._segment, self._existing
-        )
-        await watcher.run(emit)
+        await self._watcher.run(emit)
 
     async def ack(self, segment: Segment) -> None:
         handle: AckHandle = segment.ack_handle
-        await asyncio.to_thread(self._checkpoint.add, handle.folder, handle.name, handle.mtime_ns)
-        self._done.setdefault(handle.folder, {})[handle.name] = handle.mtime_ns
-        if (stream := self._streams.get(handle.folder)) is not None:
-            stream.taken.discard(handle.name)
+        await self._watcher.ack(handle.folder, handle.name, handle.mtime_ns)
 
     async def release(self, segment: Segment) -> None:
         """Emit the segment again at its stream's next look (after the ones already emitted)."""
         handle: AckHandle = segment.ack_handle
-        if (stream := self._streams.get(handle.folder)) is not None:
-            stream.taken.discard(handle.name)
-            stream.wake.set()
+        self._watcher.release(handle.folder, handle.name)
 
     async def _emit_files(self, emit: Emit) -> None:
         """The one-shot `files` list: emit each file not acknowledged yet, in the order given, and
@@ -179,7 +145,7 @@ class FolderSource(Source):
             if stat is None:  # deleted since start(): emitted anyway, opening it says so
                 log.warning("%s is gone before it could be read", path)
                 stat = FileStat(size=0, mtime_ns=0)
-            if self._done.get(key, {}).get(name) == stat.mtime_ns:
+            if self._watcher.is_done(key, name, stat.mtime_ns):
                 log.info("%s is already done (checkpoint); skipped", path)
                 continue
             if folder not in playlists:

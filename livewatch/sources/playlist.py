@@ -1,8 +1,9 @@
-"""What an HLS media playlist says about the segment files next to it (parsed with `m3u8`)."""
+"""What an HLS media playlist says about the segment files next to it (parsed with `m3u8`):
+one parser for the folder source's playlists on disk and the s3-events source's on S3."""
 from __future__ import annotations
 
 import logging
-import os
+import posixpath
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,21 @@ class Entry:
     duration: float | None
 
 
+def parse_playlist(text: str, folder: str) -> dict[str, Entry] | None:
+    """The segments a media playlist's `text` lists that lie in `folder` itself (a path, or an S3
+    key prefix; "/"-separated), by file name, in playlist order; None for a master (variant)
+    playlist. Raises ValueError for a text that is not a playlist."""
+    playlist = m3u8.loads(text)
+    if playlist.is_variant:
+        return None
+    entries: dict[str, Entry] = {}
+    for seg in playlist.segments:
+        name = _name_in(folder, seg.uri)
+        if name is not None:
+            entries[name] = Entry(seg.media_sequence, _aware(seg.current_program_date_time), seg.duration)
+    return entries
+
+
 def read_playlists(folder: str, paths: list[str]) -> dict[str, Entry] | None:
     """The segments the folder's media playlists list, by file name; None when it has none.
 
@@ -33,30 +49,30 @@ def read_playlists(folder: str, paths: list[str]) -> dict[str, Entry] | None:
     for path in paths:
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
-                playlist = m3u8.loads(f.read())
+                listed = parse_playlist(f.read(), folder)
         except FileNotFoundError:  # replaced or removed while we looked
             continue
         except ValueError as exc:
             log.warning("cannot parse playlist %s yet (%s); will read it again", path, exc)
             found = True
             continue
-        if playlist.is_variant:
-            continue
-        found = True
-        for seg in playlist.segments:
-            name = _local_name(folder, seg.uri)
-            if name is not None:
-                entries[name] = Entry(seg.media_sequence, _aware(seg.current_program_date_time), seg.duration)
+        if listed is not None:
+            found = True
+            entries.update(listed)
     return entries if found else None
 
 
-def _local_name(folder: str, uri: str | None) -> str | None:
-    """The file name a segment URI points to, if that file lies in `folder` itself."""
+def _name_in(folder: str, uri: str | None) -> str | None:
+    """The file name a segment URI points to, if that file lies in `folder` itself (not for an
+    absolute URL, nor a file in another folder)."""
     if not uri:  # a playlist cut off after its #EXTINF line
         return None
-    target = os.path.normpath(os.path.join(folder, unquote(urlsplit(uri).path)))
-    parent, name = os.path.split(target)
-    return name if parent == os.path.normpath(folder) else None
+    parts = urlsplit(uri)
+    if parts.scheme or parts.netloc:
+        return None
+    target = posixpath.normpath(posixpath.join(folder, unquote(parts.path)))
+    parent, name = posixpath.split(target)
+    return name if posixpath.normpath(parent or ".") == posixpath.normpath(folder or ".") else None
 
 
 def _aware(start: datetime | None) -> datetime | None:

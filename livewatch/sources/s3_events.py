@@ -21,7 +21,6 @@ import contextlib
 import functools
 import io
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from ..components import Emit, Source
 from ..contract import Segment
 from ..errors import ConfigError, SegmentError, TransientError
 from ..hookspecs import hookimpl
+from ..retry import retry
 from .s3_messages import NotAnS3Event, ObjectCreated, matches, parse_body, stream_of
 from .s3_playlists import PlaylistIndex
 
@@ -135,28 +135,35 @@ class S3EventsSource(Source):
     async def run(self, emit: Emit) -> None:
         o = self.options
         log.info("source %r: polling %s for %s", self.instance, o.queue_url, ", ".join(o.suffixes))
-        failures = 0
+        failing = False
+
+        def failed(attempt: int, exc: BaseException) -> None:
+            nonlocal failing
+            failing = True
+
         while True:
-            try:
-                response = await self._sqs.receive_message(
-                    QueueUrl=o.queue_url, MaxNumberOfMessages=o.max_messages,
-                    WaitTimeSeconds=o.wait_seconds, VisibilityTimeout=o.visibility_timeout,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
-                )
-            except asyncio.CancelledError:
+            try:  # down, throttled, the queue gone: wait (with backoff) and poll again
+                response = await retry(
+                    self._receive, on=Exception, first=1.0, longest=o.retry_max_seconds,
+                    stop=self.stopping, logger=log, on_retry=failed,
+                    what=f"source {self.instance!r}: receiving from {o.queue_url}")
+            except Exception:
+                if self.stopping.is_set():
+                    return  # the daemon stops: no more polling
                 raise
-            except Exception as exc:  # down, throttled, the queue gone: wait and poll again
-                failures += 1
-                delay = min(o.retry_max_seconds, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.5, 1)
-                log.warning("source %r: receiving from %s failed (%s); retrying in %.1fs",
-                            self.instance, o.queue_url, describe(exc), delay)
-                await asyncio.sleep(delay)
-                continue
-            if failures:
+            if failing:
                 log.info("source %r: SQS answers again", self.instance)
-                failures = 0
+                failing = False
             for raw in response.get("Messages", []):
                 await self._take(raw, emit)
+
+    async def _receive(self) -> dict:
+        o = self.options
+        return await self._sqs.receive_message(
+            QueueUrl=o.queue_url, MaxNumberOfMessages=o.max_messages,
+            WaitTimeSeconds=o.wait_seconds, VisibilityTimeout=o.visibility_timeout,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
 
     async def _take(self, raw: dict, emit: Emit) -> None:
         message_id, receipt = raw.get("MessageId", "?"), raw["ReceiptHandle"]

@@ -10,9 +10,7 @@ from __future__ import annotations
 import posixpath
 from collections import OrderedDict
 
-import m3u8
-
-from .playlist import Entry, _aware
+from .playlist import Entry, parse_playlist
 
 #: how many segments per stream are remembered (live playlists list far fewer)
 MAX_ENTRIES = 2000
@@ -25,22 +23,15 @@ class PlaylistIndex:
     def update(self, bucket: str, key: str, text: str) -> int:
         """Read the playlist `key`'s text; return how many segments it lists. Raises ValueError
         for a text that is not a playlist."""
-        playlist = m3u8.loads(text)
-        if playlist.is_variant:
-            return 0
         folder = posixpath.dirname(key)
+        listed = parse_playlist(text, folder)
+        if listed is None:  # a master playlist
+            return 0
         entries = self._entries.setdefault(f"{bucket}/{folder}", OrderedDict())
-        count = 0
-        for seg in playlist.segments:
-            if not seg.uri or "://" in seg.uri:
-                continue
-            path = posixpath.normpath(posixpath.join(folder, seg.uri.split("?")[0]))
-            parent, name = posixpath.split(path)
-            if parent != folder:
-                continue
-            entries[name] = Entry(seg.media_sequence, _aware(seg.current_program_date_time), seg.duration)
+        for name, entry in listed.items():
+            entries[name] = entry
             entries.move_to_end(name)
-            count += 1
+        count = len(listed)
         while len(entries) > MAX_ENTRIES:
             entries.popitem(last=False)
         return count

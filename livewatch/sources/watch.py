@@ -1,5 +1,9 @@
 """Following every stream folder under the watched root: one task per stream folder.
 
+`FolderWatcher` owns the folder source's stream state: what is acknowledged (mirrored in the
+checkpoint), the streams being followed, and (start_at="live") the files to skip. The source
+asks it and tells it (`is_done`, `ack`, `release`); nothing else holds that state.
+
 Watching: `watchfiles.awatch` (inotify and friends) wakes a stream as soon as its folder changes,
 and every stream also rescans every `poll_interval`: the safety net for missed events and for
 network filesystems (NFS, SMB), which send none. If file events cannot be had at all (e.g. the
@@ -13,7 +17,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from watchfiles import Change, awatch
 from watchfiles._rust_notify import WatchfilesRustInternalError
@@ -25,9 +29,6 @@ from .playlist import Entry
 from .scan import FileStat, find_streams, scan_folder
 from .stream import Stream
 
-if TYPE_CHECKING:
-    from .folder import FolderOptions
-
 log = logging.getLogger("livewatch.sources.folder")
 
 #: awatch batches events for at most this long (its default is 1.6 s): an encoder writing a segment
@@ -38,25 +39,72 @@ WATCH_DEBOUNCE_MS = 300
 MakeSegment = Callable[[str, str, str, FileStat, Entry | None, float], Segment]
 
 
+class WatchOptions(Protocol):
+    """What the watcher reads of the folder source's options."""
+
+    pattern: str
+    subfolders: bool
+    settle_seconds: float
+    poll_interval: float
+    once: bool
+    start_at: str
+
+
 class FolderWatcher:
-    def __init__(
-        self,
-        root: str,
-        options: FolderOptions,
-        checkpoint: Checkpoint,
-        done: dict[str, dict[str, int]],
-        streams: dict[str, Stream],
-        make_segment: MakeSegment,
-        existing: dict[str, dict[str, FileStat]],
-    ):
+    def __init__(self, root: str, options: WatchOptions, checkpoint: Checkpoint,
+                 make_segment: MakeSegment):
         self.root = root
         self.options = options
         self.checkpoint = checkpoint
-        self.done = done  # folder key -> file name -> mtime_ns, acknowledged
-        self.streams = streams  # folder key -> the stream being followed (shared with the source)
         self.make_segment = make_segment
-        self.existing = existing  # start_at="live": folder key -> the files there at the start
         self.checkpoint_path = str(checkpoint.path)
+        self._done: dict[str, dict[str, int]] = {}  # folder key -> file name -> mtime_ns, acknowledged
+        self._streams: dict[str, Stream] = {}  # folder key -> the stream being followed
+        self._existing: dict[str, dict[str, FileStat]] = {}  # start_at="live": the files at the start
+
+    # -- the state: loaded once, then changed only through these ------------------------------
+
+    def load(self) -> int:
+        """Blocking: the checkpoint's rows, less (and pruned of) those whose file is gone, and
+        with start_at="live" the files there now. Returns how many segments are done."""
+        done = self.checkpoint.load()
+        for folder, names in done.items():
+            gone = [n for n in names if not os.path.exists(os.path.join(self.root, folder, n))]
+            if gone:
+                self.checkpoint.remove(folder, gone)
+            for name in gone:
+                del names[name]
+        self._done = done
+        if self.options.start_at == "live":
+            self._existing = self._snapshot()
+        return sum(map(len, done.values()))
+
+    def _snapshot(self) -> dict[str, dict[str, FileStat]]:
+        existing = {}
+        for key in find_streams(self.root, self.options.pattern, self.options.subfolders):
+            try:
+                existing[key] = scan_folder(os.path.join(self.root, key), self.options.pattern).files
+            except FileNotFoundError:
+                continue
+        return existing
+
+    def is_done(self, key: str, name: str, mtime_ns: int) -> bool:
+        return self._done.get(key, {}).get(name) == mtime_ns
+
+    async def ack(self, key: str, name: str, mtime_ns: int) -> None:
+        """Never emit this file (at this mtime) again, also after a restart."""
+        await asyncio.to_thread(self.checkpoint.add, key, name, mtime_ns)
+        self._done.setdefault(key, {})[name] = mtime_ns
+        if (stream := self._streams.get(key)) is not None:
+            stream.taken.discard(name)
+
+    def release(self, key: str, name: str) -> None:
+        """Emit the file again at its stream's next look (after the ones already emitted)."""
+        if (stream := self._streams.get(key)) is not None:
+            stream.taken.discard(name)
+            stream.wake.set()
+
+    # -- following ----------------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
         """Follow the streams until cancelled; with `once`, until each has had its one pass."""
@@ -77,7 +125,7 @@ class FolderWatcher:
         except OSError as exc:
             log.warning("cannot list %s (%s); trying again in %ss", self.root, exc, opts.poll_interval)
             return
-        new = [k for k in keys if k not in self.streams]
+        new = [k for k in keys if k not in self._streams]
         names = ", ".join(k or os.path.basename(self.root) for k in new)
         if initial:
             log.info("found %d stream(s) in %s: %s", len(new), self.root, names or "none yet")
@@ -88,11 +136,11 @@ class FolderWatcher:
                 name=key or os.path.basename(self.root),
                 folder=os.path.join(self.root, key),
                 key=key,
-                done=self.done.setdefault(key, {}),
+                done=self._done.setdefault(key, {}),
                 settle_seconds=opts.settle_seconds,
-                existing=self.existing.pop(key, None),
+                existing=self._existing.pop(key, None),
             )
-            self.streams[key] = stream
+            self._streams[key] = stream
             tasks.create_task(self._follow(stream, emit), name=f"folder:{stream.name}")
 
     async def _follow(self, stream: Stream, emit: Emit) -> None:
@@ -106,7 +154,7 @@ class FolderWatcher:
                 listing = await asyncio.to_thread(scan_folder, stream.folder, opts.pattern)
             except FileNotFoundError:
                 log.info("stream %s: folder %s is gone; stopped following it", stream.name, stream.folder)
-                del self.streams[stream.key]
+                del self._streams[stream.key]
                 if stream.done:
                     await asyncio.to_thread(self.checkpoint.remove, stream.key, list(stream.done))
                     stream.done.clear()
@@ -159,7 +207,7 @@ class FolderWatcher:
                 rediscover = False
                 for change, path in changes:
                     parts = Path(os.path.relpath(path, self.root)).parts
-                    stream = self.streams.get(parts[0] if len(parts) == 2 else "")
+                    stream = self._streams.get(parts[0] if len(parts) == 2 else "")
                     if stream is not None:
                         stream.wake.set()
                     # a new entry in the root may be a new stream folder

@@ -4,9 +4,10 @@ The archive holds the model files at its root (what the in-process classifier re
 `livewatch.model.artifacts`) and ``code/`` for the container:
 
 - ``code/inference.py`` and ``code/requirements.txt`` from the repository's ``model/code/``;
-- ``code/livewatch/model/{video,preprocess,sampling}.py`` and ``code/livewatch/errors.py``:
-  copies, made at packaging time, of the modules the daemon decodes and preprocesses with, under
-  the same import names. So the endpoint reads a clip with the daemon's own code — there is no
+- ``code/livewatch/model/{video,preprocess,sampling,model_files,mxnet_net}.py`` and
+  ``code/livewatch/errors.py``: copies, made at packaging time, of the modules the daemon reads a
+  model directory, loads the network (oneDNN fusion), decodes and preprocesses with, under the
+  same import names. So the endpoint does it with the daemon's own code — there is no
   second copy to keep in step in the repository — and the container needs only PyAV (listed in
   requirements.txt) on top of what it has; a whole livewatch wheel would also install pydantic,
   click, watchfiles, ... into the container and tie its numpy to ours. SageMaker's MXNet 1.9
@@ -22,10 +23,12 @@ import tempfile
 from pathlib import Path
 
 import livewatch
-from livewatch.model.artifacts import ModelArtifact, pack_model, resolve_model
+from livewatch.model.artifacts import ModelArtifact, pack_model
+from livewatch.model.resolve import resolve_model
 
 #: The daemon's modules the serving code imports, relative to the livewatch package.
-SHARED_MODULES = ("errors.py", "model/video.py", "model/preprocess.py", "model/sampling.py")
+SHARED_MODULES = ("errors.py", "model/video.py", "model/preprocess.py", "model/sampling.py",
+                  "model/model_files.py", "model/mxnet_net.py")
 
 
 def default_code_dir() -> Path:

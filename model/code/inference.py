@@ -12,9 +12,11 @@ or livewatch's versioned form::
 
     {"version": 1, "uri": "s3://bucket/key.ts", "top_k": 5}
 
-The segment is read from S3 and decoded, sampled and preprocessed by the daemon's own modules
-(``livewatch.model.video``/``preprocess``/``sampling``, copied beside this file by
-``livewatch model package``), so the endpoint and the in-process classifier see the same tensor.
+The model directory is read and the network loaded (oneDNN fusion included), and the segment is
+read from S3 and decoded, sampled and preprocessed, by the daemon's own modules
+(``livewatch.model.model_files``/``mxnet_net``/``video``/``preprocess``/``sampling``, copied beside
+this file by ``livewatch model package``), so the endpoint and the in-process classifier load the
+same model and see the same tensor.
 The model reads as many frames as it was trained on (``model.json``); MODEL_MAX_FRAMES, when it
 asks for another number, is reported back (``note``), not obeyed. The original sample's form gets
 the top 5 labels.
@@ -36,7 +38,6 @@ point it elsewhere (a local emulator in the tests). Nothing is written anywhere:
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import os
@@ -48,11 +49,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the copied livewatch modules
 
+from livewatch.model.model_files import DEFAULT_META, model_identity, read_classes, read_meta  # noqa: E402
+from livewatch.model.mxnet_net import hybridize, load_block  # noqa: E402
 from livewatch.model.preprocess import to_tensor  # noqa: E402
 from livewatch.model.video import decode_clip  # noqa: E402
 
-DEFAULT_META = {"frames": 32, "crop": 224, "resize": [340, 256],
-                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 API_VERSION = 1
 
 
@@ -71,23 +72,13 @@ def model_fn(model_dir: str) -> Model:
     import mxnet as mx
 
     ctx = mx.gpu(0) if mx.context.num_gpus() else mx.cpu()
-    with open(os.path.join(model_dir, "classes.txt")) as f:
-        classes = [line.strip() for line in f if line.strip()]
-    meta = dict(DEFAULT_META)
-    meta_path = os.path.join(model_dir, "model.json")
-    if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta.update(json.load(f))
-    meta.setdefault("name", os.path.basename(os.path.normpath(model_dir)))
-    if not meta.get("version"):  # as livewatch names a model directory without one
-        with open(os.path.join(model_dir, "model-0000.params"), "rb") as f:
-            meta["version"] = hashlib.sha256(f.read()).hexdigest()[:12]
-    net = mx.gluon.SymbolBlock(mx.sym.load(os.path.join(model_dir, "model-symbol.json")),
-                               mx.sym.var("data", dtype="float32"))
-    net.collect_params().load(os.path.join(model_dir, "model-0000.params"), ctx=ctx,
-                              cast_dtype=True, dtype_source="saved")
-    net.hybridize(static_alloc=True, static_shape=True)
-    model = Model(net, ctx, classes, meta)
+    # The daemon's own reading of a model directory (livewatch.model.model_files) and loading
+    # of the network (livewatch.model.mxnet_net: oneDNN fusion on the CPU), copied beside this file.
+    meta = {**DEFAULT_META, **read_meta(model_dir)}
+    meta["name"], meta["version"] = model_identity(model_dir, meta.get("name"), meta.get("version"))
+    net = load_block(mx, model_dir, ctx)
+    hybridize(mx, net, ctx)
+    model = Model(net, ctx, list(read_classes(model_dir)), meta)
     model.predict(np.zeros((1, 3, meta["frames"], meta["crop"], meta["crop"]), np.float32))  # warm up
     return model
 

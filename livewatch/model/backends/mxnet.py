@@ -22,6 +22,7 @@ from livewatch.hookspecs import hookimpl
 from livewatch.model.artifacts import ModelArtifact
 from livewatch.model.backend import Backend, BackendOptions, Device
 from livewatch.model.loaded_model import LoadedModel
+from livewatch.model.mxnet_net import hybridize, load_block
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,10 @@ class MXNetModel(LoadedModel):
         started = time.perf_counter()
         ctx = _context(mx, device)
         try:
-            data = mx.sym.var("data", dtype="float32")
-            net = mx.gluon.SymbolBlock(mx.sym.load(str(artifact.symbol_file)), data)
-            net.collect_params().load(str(artifact.params_file), ctx=ctx, cast_dtype=True,
-                                      dtype_source="saved")
+            net = load_block(mx, artifact.directory, ctx)
         except (mx.base.MXNetError, ValueError, AssertionError) as exc:
             raise ModelError(f"cannot load the model in {str(artifact.directory)!r}: {exc}") from exc
-        net.hybridize(static_alloc=True, static_shape=True, **_fusion(mx, ctx))
+        hybridize(mx, net, ctx)
         model = cls(artifact, net, ctx, load_ms=0.0)
         meta = artifact.meta
         probs = model.predict(np.zeros((1, 3, meta.frames, meta.crop, meta.crop), np.float32))
@@ -94,13 +92,6 @@ class MXNetModel(LoadedModel):
             return mx.nd.softmax(logits, axis=-1).asnumpy()
         except mx.base.MXNetError as exc:
             raise ModelError(f"model {self.artifact.name} failed on a {batch.shape} batch: {exc}") from exc
-
-
-def _fusion(mx, ctx) -> dict:
-    """``backend="MKLDNN"`` (oneDNN fusion) on a CPU where this MXNet build has oneDNN."""
-    if ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN"):
-        return {"backend": "MKLDNN"}
-    return {}
 
 
 def _context(mx, device: Device):

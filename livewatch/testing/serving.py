@@ -21,7 +21,8 @@ plane do, for the endpoints it knows:
 - ``POST /`` with ``X-Amz-Target: SageMaker.DescribeEndpoint`` → ``InService``, or the
   ``ValidationException`` of a missing endpoint.
 
-Fixtures (session-scoped; skipped, saying why, where the stack cannot run: no Java, say):
+Fixtures (session-scoped; where the stack cannot run, no Java say, a failure naming what to
+install in CI and under ``make test``, a skip elsewhere: `livewatch.testing.strict`):
 
 ``served_model_tar``
     `tiny_i3d_dir` packaged as ``livewatch model package`` does (model files + ``model/code``).
@@ -49,6 +50,7 @@ import pytest
 
 from .aws import fake_aws_env, free_port
 from .processes import stop_process_group
+from .strict import require
 
 ENDPOINT_NAME = "livewatch-test"
 HANDLER_SERVICE = "sagemaker_mxnet_serving_container.handler_service"
@@ -320,8 +322,9 @@ class EndpointFront:
 
 @pytest.fixture(scope="session")
 def served_model_tar(tiny_i3d_dir, tmp_path_factory) -> Path:
-    if reason := serving_stack_missing():
-        pytest.skip(f"the SageMaker serving stack cannot run here: {reason}")
+    reason = serving_stack_missing()
+    require(reason and f"the SageMaker serving stack cannot run here: {reason}",
+            "Java (apt-get install default-jre-headless) and the `test` extra; `make setup` does both")
     from livewatch.training.package import package
 
     return package(tiny_i3d_dir, tmp_path_factory.mktemp("package") / "model.tar.gz")

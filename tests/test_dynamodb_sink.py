@@ -60,13 +60,21 @@ def scan(client, table: str) -> list[dict]:
     return client.scan(TableName=table, ConsistentRead=True)["Items"]
 
 
-def test_the_key_design_is_the_results_stacks():
-    from livewatch.sinks import dynamodb_items
-    from templates_gen import results
-
-    assert (dynamodb_items.PARTITION_KEY, dynamodb_items.SORT_KEY) == (results.PARTITION_KEY, results.SORT_KEY)
-    assert (dynamodb_items.TIMELINE_INDEX, dynamodb_items.TIMELINE_KEY) == \
-        (results.TIMELINE_INDEX, results.TIMELINE_KEY)
+def test_every_item_carries_the_results_tables_keys_in_their_declared_types():
+    """What the results stack declares (read from the template, not from the sink's constants):
+    every item the sink makes has each key and index attribute, in the declared type."""
+    table = results.template().to_dict()["Resources"]["DetectionsTable"]["Properties"]
+    declared = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    keys = {k["AttributeName"] for k in table["KeySchema"]}
+    keys |= {k["AttributeName"] for i in table["LocalSecondaryIndexes"] for k in i["KeySchema"]}
+    assert keys == set(declared)
+    unknown_time = detection(start=None).model_copy(update={"sequence": None})
+    failed = detection().model_copy(update={"label": None, "probability": None, "top_k": [],
+                                            "error": "not a video"})
+    for made in (detection(), detection(start=None), unknown_time, failed):
+        item = to_item(made)
+        assert {name: type(item[name]).__name__ for name in declared} == {
+            name: {"S": "str", "N": "Decimal", "B": "bytes"}[kind] for name, kind in declared.items()}
 
 
 def test_item_layout_keeps_the_original_attributes_and_adds_ours():

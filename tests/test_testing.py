@@ -90,3 +90,14 @@ def test_server_fixtures_are_not_loaded_without_opting_in(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*fixture 'moto_server' not found*"])
+
+
+def test_the_readme_documents_every_public_helper():
+    from pathlib import Path
+
+    import livewatch.testing
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in livewatch.testing.__all__:
+        assert f"`{name}" in readme or f" {name}(" in readme, name
+    assert "-p\nlivewatch.testing.servers" in readme or "-p livewatch.testing.servers" in readme

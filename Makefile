@@ -5,10 +5,23 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DYNALITE := $(VENV)/.dynalite-installed
 RTSP_SERVER := $(VENV)/.rtsp-server-installed
+# checkov (the template tests' IaC scanner) in its own venv: its pins conflict with ours.
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
 
-.PHONY: setup run demo test test-fast bench soak clean
+.PHONY: setup servers run demo test test-fast bench soak clean
 
-setup: $(STAMP) $(DYNALITE) $(RTSP_SERVER)
+setup: servers $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+
+# The test servers' runtimes: Node.js/npm (dynalite) and Java (SageMaker's multi-model-server).
+# Installed with apt when root; otherwise a missing one stops the set-up, saying what to install.
+servers:
+	@missing=""; command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || missing="$$missing default-jre-headless"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "error: the tests need$$missing (install them, e.g. apt-get install$$missing)" >&2; exit 1; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +30,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # dynalite (npm), a second DynamoDB for the dynamodb sink's tests, into the venv (needs node/npm).
+# The stamp is written only when the install succeeded (the module exits non-zero otherwise).
 $(DYNALITE): $(STAMP) livewatch/testing/dynalite.py
-	$(BIN)/python -m livewatch.testing.dynalite
-	touch $@
+	$(BIN)/python -m livewatch.testing.dynalite && touch $@
+
+$(CHECKOV): | $(STAMP)
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet 'checkov>=3,<4'
 
 # GStreamer's RTSP server (Debian packages, run by /usr/bin/python3) for the rtsp source's tests:
 # installed when missing and we are root; otherwise setup fails, naming what to install.
@@ -43,11 +60,12 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
-test: $(STAMP) $(DYNALITE) $(RTSP_SERVER)
-	$(BIN)/pytest
+# LIVEWATCH_REQUIRE_SERVERS=1: a missing test server fails its tests and any skip fails the run.
+test: $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest
 
-test-fast: $(STAMP) $(DYNALITE)
-	$(BIN)/pytest -m "not slow"
+test-fast: $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.
 # It installs its own extra (decord for the reference, ONNX Runtime) into the venv first.

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from troposphere import Export, ImportValue, Output, Parameter, Ref, Sub, Tags, Template
+from troposphere import (
+    Equals, Export, If, ImportValue, Not, NoValue, Output, Parameter, Ref, Sub, Tags, Template,
+)
 
 PROJECT = "Project"
 DEFAULT_PROJECT = "livewatch"
@@ -39,6 +41,20 @@ def parameter(t: Template, name: str, description: str, default: Any, **kwargs) 
         kwargs["Default"] = default
     t.add_parameter(Parameter(name, Description=description, **kwargs))
     return Ref(name)
+
+
+def optional_kms_key(t: Template, name: str, what: str, grants: str) -> tuple[str, Ref]:
+    """An opt-in customer managed KMS key: a String parameter `name` (default empty: the service's
+    own key) and a condition ``<name>Given``; returns (condition name, Ref to the key ARN). Use
+    ``If(condition, key, NoValue)`` where the key goes."""
+    t.add_parameter(Parameter(
+        name, Type="String", Default="", AllowedPattern=r"^(arn:aws[a-z-]*:kms:\S+)?$",
+        Description=f"Optional ARN of a customer managed KMS key for {what} (empty: the AWS-owned "
+                    f"key); its key policy must allow {grants}",
+        ConstraintDescription="empty, or the ARN of a KMS key"))
+    condition = f"{name}Given"
+    t.add_condition(condition, Not(Equals(Ref(name), "")))
+    return condition, Ref(name)
 
 
 def export_name(stack: str, output: str) -> Sub:

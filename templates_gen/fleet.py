@@ -10,12 +10,12 @@ nothing else: it cannot write or delete objects in the bucket.
 """
 from __future__ import annotations
 
-from troposphere import FindInMap, GetAtt, Ref, Sub, ecs, iam, logs
+from troposphere import FindInMap, GetAtt, If, NoValue, Ref, Sub, ecs, iam, logs
 from troposphere import applicationautoscaling as aas
 
 from .common import (
-    arn, assume_role, import_value, name, new_template, output, parameter, policy_document,
-    statement, tag_everything,
+    arn, assume_role, import_value, name, new_template, optional_kms_key, output, parameter,
+    policy_document, statement, tag_everything,
 )
 from .daemon_env import STOP_TIMEOUT, daemon_environment
 from .network import add_network
@@ -73,6 +73,10 @@ def template():
                         MinValue=1, MaxValue=10000)
     retention = parameter(t, "LogRetentionDays", "Days the daemon's logs are kept", 30,
                           AllowedValues=LOG_RETENTION_DAYS)
+    log_cmk, log_key = optional_kms_key(
+        t, "LogKmsKeyArn", "the daemon's log group",
+        "the CloudWatch Logs service principal of this region (kms:Encrypt*, kms:Decrypt*, "
+        "kms:GenerateDataKey*, kms:Describe*)")
     network = add_network(t)
 
     queue_name = import_value("storage", "QueueName")
@@ -80,7 +84,8 @@ def template():
     endpoint_name = import_value("model", "EndpointName")
 
     log_group = t.add_resource(logs.LogGroup("LogGroup", LogGroupName=Sub("/livewatch/${Project}/daemon"),
-                                             RetentionInDays=retention, DeletionPolicy="Delete",
+                                             RetentionInDays=retention,
+                                             KmsKeyId=If(log_cmk, log_key, NoValue), DeletionPolicy="Delete",
                                              UpdateReplacePolicy="Delete"))
     execution_role = t.add_resource(iam.Role(
         "ExecutionRole",

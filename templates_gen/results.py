@@ -16,9 +16,9 @@ million detections, over a year of 10 s segments.
 """
 from __future__ import annotations
 
-from troposphere import GetAtt, Ref, dynamodb
+from troposphere import GetAtt, If, NoValue, Ref, dynamodb
 
-from .common import name, new_template, output, tag_everything
+from .common import name, new_template, optional_kms_key, output, tag_everything
 
 KEY = "results"
 PARTITION_KEY = "Stream"
@@ -30,6 +30,9 @@ TIMELINE_KEY = "When"
 def template():
     t = new_template("livewatch results: the detections table (Stream, SegmentKey; index Timeline on "
                      "Stream, When), on demand, with PITR")
+    cmk, key = optional_kms_key(
+        t, "TableKmsKeyArn", "the detections table",
+        "the fleet's task role (kms:Decrypt, kms:GenerateDataKey) and DynamoDB")
     table = t.add_resource(dynamodb.Table(
         "DetectionsTable",
         TableName=name("detections"),
@@ -53,7 +56,8 @@ def template():
         )],
         PointInTimeRecoverySpecification=dynamodb.PointInTimeRecoverySpecification(
             PointInTimeRecoveryEnabled=True),
-        SSESpecification=dynamodb.SSESpecification(SSEEnabled=True),
+        SSESpecification=dynamodb.SSESpecification(
+            SSEEnabled=True, SSEType=If(cmk, "KMS", NoValue), KMSMasterKeyId=If(cmk, key, NoValue)),
         DeletionPolicy="Delete",  # `livewatch destroy` removes the detections with the stack
         UpdateReplacePolicy="Delete",
     ))

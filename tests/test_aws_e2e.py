@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -76,12 +75,12 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for(self, predicate, timeout: float = 120.0, what: str = "") -> None:
+    def wait_for(self, predicate, timeout: float = 120.0, what: str = "", interval: float = 0.3) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             assert self.proc.poll() is None, f"daemon exited early:\n{self.log()[-5000:]}"
             assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.log()[-5000:]}"
-            time.sleep(0.3)
+            time.sleep(interval)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -169,6 +168,7 @@ table = "{TABLE}"
         daemon.wait_for(lambda: items(ddb)[uploaded[0]]["DateCreatedUTC"] != before
                         and queue_counts(sqs, queue) == (0, 0), what="the redelivered segment")
         assert len(items(ddb)) == 4
+        assert items(ddb)[poison]["DateCreatedUTC"] == poison_written  # not classified again
 
         # The table goes away mid-run: the segment is released, its message stays in the queue
         # until the table is back, and then it is written and deleted.
@@ -187,7 +187,6 @@ table = "{TABLE}"
     assert rc == 0, daemon.log()[-5000:]
     # The poison segment was classified once: one error detection, its message deleted then.
     assert daemon.log().count("live/cam1/poison.ts: ") == 1, daemon.log()[-5000:]
-    assert poison_written
 
 
 def notified_queue(s3, sqs) -> str:
@@ -314,18 +313,21 @@ read_timeout = 5
         upload()
         daemon.wait_for(lambda: len(items(ddb)) == 2, what="the items from before the outage")
         upload()
-        daemon.wait_for(lambda: queue_counts(sqs, queue)[1] == 1 or len(items(ddb)) == 3,
-                        what="the third segment in work")
+        in_work = uploaded[-1]
+        # In work: its message received (in flight) and its item not written yet. The full-size
+        # model takes about a second, so a 0.1 s poll of the emulator (not through the proxy)
+        # sees it; the outage starts right then.
+        daemon.wait_for(lambda: queue_counts(sqs, queue)[1] == 1 and len(items(ddb)) == 2,
+                        interval=0.05, what="the third segment in work")
         proxy.stop()
         upload()
         upload()
-        # It is felt: reading the segment in work, writing its item, extending its message's
-        # visibility, or polling, whichever the outage meets first (a poll cut mid-flight may
-        # spend a while in botocore's own retries). Then it goes on past those retries.
-        daemon.wait_for(lambda: re.search(r"(reading|receiving from|sink '\w+'|extending visibility) "
-                                          r".*failed", daemon.log()), timeout=60, what="the outage felt")
-        time.sleep(10)
+        # The segment in work is released (its read, or its write past sink_retries, fails past
+        # botocore's own retries), as the README says, and the daemon lives on.
+        daemon.wait_for(lambda: f"segment {in_work}: not acknowledged" in daemon.log(), timeout=90,
+                        what="the segment in work released")
         assert daemon.proc.poll() is None, daemon.log()[-5000:]
+        assert in_work not in items(ddb)
         proxy.start()  # back, same port, same state
         upload()
         daemon.wait_for(lambda: set(items(ddb)) == set(uploaded) and queue_counts(sqs, queue) == (0, 0),

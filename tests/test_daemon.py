@@ -5,7 +5,7 @@ fails the way the text says), so every delivery path can be provoked on purpose;
 real local store.
 """
 import asyncio
-import io
+import threading
 import time
 
 import pytest
@@ -16,37 +16,23 @@ from livewatch.daemon import Daemon
 from livewatch.errors import ModelError, SegmentError, TransientError
 from livewatch.settings import DaemonSettings
 from livewatch.sinks.local import LocalSink, LocalStore
+from livewatch.testing import ListSource
 
 
-class ListSource(Source):
-    name = "list"
-
-    def __init__(self, payloads, events, hold_open=False):
-        super().__init__()
-        self.payloads, self.events, self.hold_open = payloads, events, hold_open
-        self.acked, self.released, self.emitted = [], [], 0
-
-    async def run(self, emit):
-        for i, payload in enumerate(self.payloads):
-            seg = Segment(uri=f"mem://{i}", stream="s", sequence=i,
-                          open=lambda p=payload: io.BytesIO(p))
-            await emit(seg)
-            self.emitted += 1
-        if self.hold_open:
-            await asyncio.Event().wait()
-
-    async def ack(self, segment):
-        self.events.append(("ack", segment.uri))
-        self.acked.append(segment.uri)
-
-    async def release(self, segment):
-        self.released.append(segment.uri)
+async def until(condition, timeout=20.0, what="the condition"):
+    """Poll `condition()` until it is true, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 class TextClassifier(Classifier):
     """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
+    """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
     `oom` -> ModelError and `crash` -> RuntimeError every time, `slow:<s>` sleeps in the executor
-    first."""
+    first, `gate` waits in the executor until `gate` is set (`entered` tells the test that such a
+    segment is in classification)."""
 
     name = "text"
 
@@ -55,18 +41,24 @@ class TextClassifier(Classifier):
         self.flaky_seen = set()
         self.running = 0
         self.max_running = 0
+        self.gate = threading.Event()
+        self.entered = asyncio.Event()
 
-    def _read(self, segment):
+    def _read(self, segment, loop):
         data = segment.open().read().decode()
         if data.startswith("slow:"):
             time.sleep(float(data.split(":")[1]))
+        if data == "gate":
+            loop.call_soon_threadsafe(self.entered.set)
+            assert self.gate.wait(30), "the test never opened the gate"
         return data
 
     async def classify(self, segment):
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         try:
-            data = await asyncio.get_running_loop().run_in_executor(None, self._read, segment)
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(None, self._read, segment, loop)
         finally:
             self.running -= 1
         if not data:
@@ -116,7 +108,7 @@ def rows(path):
 
 async def run_daemon(payloads, tmp_path, *, failures=0, transient=True, **settings):
     events = []
-    source = ListSource(payloads, events)
+    source = ListSource(payloads, events=events)
     sink = RecordingSink(tmp_path / "d.db", events, failures, transient)
     daemon = Daemon([source], TextClassifier(), [sink],
                     DaemonSettings(**{"sink_retries": 3, **settings}))
@@ -206,7 +198,7 @@ async def test_by_default_a_sink_that_is_down_holds_the_segment_and_stops_the_in
     twice, nothing goes back to the source (no redelivery count towards a dead-letter queue), and
     a full queue stops the source meanwhile."""
     events = []
-    source = ListSource([b"seg%d" % i for i in range(10)], events, hold_open=True)
+    source = ListSource([b"seg%d" % i for i in range(10)], events=events, hold_open=True)
     classifier = TextClassifier()
     sink = DownSink(tmp_path / "d.db", events)
     daemon = Daemon([source], classifier, [sink],
@@ -214,16 +206,17 @@ async def test_by_default_a_sink_that_is_down_holds_the_segment_and_stops_the_in
                                    health_listen=""))
     task = asyncio.create_task(daemon.run(handle_signals=False))
     try:
-        await asyncio.sleep(1.0)  # the sink is down for a while: many attempts
-        assert sink.attempts >= 5
+        await until(lambda: sink.attempts >= 5, what="five write attempts on the down sink")
+        # seg0 held by the worker, seg1 and seg2 queued, seg3 blocked in emit: nothing more,
+        # however many attempts the sink takes meanwhile
+        assert source.emitted == ["mem://0", "mem://1", "mem://2"]
+        attempts = sink.attempts
+        await until(lambda: sink.attempts >= attempts + 5, what="five more attempts")
+        assert source.emitted == ["mem://0", "mem://1", "mem://2"]
+        assert daemon.stats.received == 4 and daemon.stats.classified == 0
         assert source.acked == [] and source.released == []
-        assert source.emitted <= 4  # one held + two queued + one waiting to be queued
-        assert daemon.stats.received <= 4 and daemon.stats.classified == 0
         sink.up.set()
-        for _ in range(200):
-            if len(source.acked) == 10:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: len(source.acked) == 10, what="all ten acknowledged")
     finally:
         daemon.stop()
         stats = await asyncio.wait_for(task, 10)
@@ -238,7 +231,7 @@ async def test_stopping_while_the_model_fails_returns_the_segment_at_once(tmp_pa
     """A classifier retry sleeping its (long) backoff wakes at once on stop: no error detection,
     the segment released, well within the 60 s grace period."""
     events = []
-    source = ListSource([b"oom"], events, hold_open=True)
+    source = ListSource([b"oom"], events=events, hold_open=True)
     classifier = CountingClassifier()
     daemon = Daemon([source], classifier, [RecordingSink(tmp_path / "d.db", events)],
                     DaemonSettings(shutdown_timeout=60, classifier_retries=None,
@@ -269,13 +262,12 @@ class CountingClassifier(TextClassifier):
 
 async def test_stopping_while_a_sink_is_down_returns_the_held_segment_at_once(tmp_path):
     events = []
-    source = ListSource([b"walk"], events, hold_open=True)
+    source = ListSource([b"walk"], events=events, hold_open=True)
     sink = DownSink(tmp_path / "d.db", events)
     daemon = Daemon([source], TextClassifier(), [sink],
                     DaemonSettings(shutdown_timeout=60, sink_retry_max_seconds=60, health_listen=""))
     task = asyncio.create_task(daemon.run(handle_signals=False))
-    while sink.attempts < 3:
-        await asyncio.sleep(0.05)
+    await until(lambda: sink.attempts >= 3, what="three write attempts")
     daemon.stop()  # mid-wait between two attempts: the wait is cut short, not the 60 s grace period
     stats = await asyncio.wait_for(task, 5)
     assert source.acked == [] and source.released == ["mem://0"] and stats.released == 1
@@ -297,43 +289,65 @@ async def test_classification_timeout_is_an_error_detection(tmp_path):
 
 async def test_stop_lets_in_flight_finish_and_returns_queued_segments(tmp_path):
     events = []
-    source = ListSource([b"slow:0.5", b"a", b"b", b"c"], events, hold_open=True)
+    source = ListSource([b"gate", b"a", b"b", b"c"], events=events, hold_open=True)
+    classifier = TextClassifier()
     sink = RecordingSink(tmp_path / "d.db", events)
-    daemon = Daemon([source], TextClassifier(), [sink], DaemonSettings(queue_size=2, shutdown_timeout=5))
+    daemon = Daemon([source], classifier, [sink],
+                    DaemonSettings(queue_size=2, shutdown_timeout=30, health_listen=""))
     task = asyncio.create_task(daemon.run(handle_signals=False))
-    await asyncio.sleep(0.2)  # the slow one is in flight, others queued
-    daemon.stop()
-    stats = await asyncio.wait_for(task, 10)
-    assert source.acked == ["mem://0"]  # finished within the grace period
-    assert set(source.released) == {"mem://1", "mem://2"}  # queued, never started: returned
-    assert stats.acked == 1
+    try:
+        await asyncio.wait_for(classifier.entered.wait(), 20)  # mem://0 is in classification
+        await until(lambda: len(source.emitted) == 3, what="two segments queued behind it")
+        events.append(("stop", None))
+        daemon.stop()
+        await until(lambda: source.released, what="the queued segments released")
+    finally:
+        classifier.gate.set()  # only now can the in-flight one finish: inside the grace period
+    stats = await asyncio.wait_for(task, 20)
+    assert source.acked == ["mem://0"]  # finished within the grace period, after the stop
+    assert events.index(("stop", None)) < events.index(("write", "mem://0")) < events.index(
+        ("ack", "mem://0"))
+    assert sorted(source.released) == ["mem://1", "mem://2"]  # queued, never started: returned
+    assert (stats.acked, stats.released) == (1, 2)
     assert list(rows(tmp_path / "d.db")) == ["mem://0"]
 
 
 async def test_stop_past_the_grace_period_returns_the_in_flight_segment(tmp_path):
     events = []
-    source = ListSource([b"slow:1.5"], events, hold_open=True)
-    daemon = Daemon([source], TextClassifier(), [RecordingSink(tmp_path / "d.db", events)],
-                    DaemonSettings(shutdown_timeout=0.1))
+    source = ListSource([b"gate"], events=events, hold_open=True)
+    classifier = TextClassifier()
+    daemon = Daemon([source], classifier, [RecordingSink(tmp_path / "d.db", events)],
+                    DaemonSettings(shutdown_timeout=0.1, health_listen=""))
     task = asyncio.create_task(daemon.run(handle_signals=False))
-    await asyncio.sleep(0.2)
-    daemon.stop()
-    await asyncio.wait_for(task, 10)
-    assert source.acked == [] and source.released == ["mem://0"]
+    try:
+        await asyncio.wait_for(classifier.entered.wait(), 20)  # in flight, and stays so
+        daemon.stop()
+        stats = await asyncio.wait_for(task, 10)
+    finally:
+        classifier.gate.set()
+    assert source.acked == [] and source.released == ["mem://0"] and stats.released == 1
+    assert rows(tmp_path / "d.db") == {}
 
 
 async def test_full_queue_stops_the_source_pulling(tmp_path):
     events = []
-    source = ListSource([b"slow:0.3"] * 10, events, hold_open=True)
+    source = ListSource([b"gate"] * 10, events=events, hold_open=True)
     classifier = TextClassifier()
     daemon = Daemon([source], classifier, [RecordingSink(tmp_path / "d.db", events)],
-                    DaemonSettings(queue_size=2, workers=1, shutdown_timeout=0))
+                    DaemonSettings(queue_size=2, workers=1, shutdown_timeout=0, health_listen=""))
     task = asyncio.create_task(daemon.run(handle_signals=False))
-    await asyncio.sleep(0.5)
-    # one in flight + two queued: the source is blocked in emit, not reading ahead
-    assert source.emitted <= 4
-    daemon.stop()
-    await asyncio.wait_for(task, 10)
+    try:
+        await asyncio.wait_for(classifier.entered.wait(), 20)
+        await until(lambda: daemon.stats.received == 4, what="the source to reach the full queue")
+        for _ in range(100):  # the loop runs on; the source, blocked in emit, reads no further
+            await asyncio.sleep(0)
+        # one in flight + two queued; the fourth is blocked in emit, not read ahead
+        assert source.emitted == ["mem://0", "mem://1", "mem://2"]
+        assert daemon.stats.received == 4
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+    finally:
+        classifier.gate.set()
     assert classifier.max_running == 1
 
 
@@ -364,7 +378,7 @@ async def test_components_are_closed_even_when_a_start_fails(tmp_path):
 
     events = []
     good = RecordingSink(tmp_path / "d.db", events)
-    daemon = Daemon([ListSource([b"a"], events)], TextClassifier(), [good, FailingSink()])
+    daemon = Daemon([ListSource([b"a"], events=events)], TextClassifier(), [good, FailingSink()])
     with pytest.raises(RuntimeError, match="does not exist"):
         await daemon.run(handle_signals=False)
     assert closed == ["failing"]

@@ -245,79 +245,66 @@ def test_help_stays_light():
 # --- the waiting logic, with CloudFormation's slow states (moto settles every stack at once) -------
 
 
-class FakeCloudFormation:
-    """A stack that goes through `statuses`, one per describe, with an event for each."""
+@pytest.fixture
+def cfn_front(aws_env, moto_server, monkeypatch):
+    """CloudFormation through a local front over moto that stages the real service's slow
+    statuses and events (livewatch.testing.cloudformation), over real HTTP."""
+    from livewatch.testing.cloudformation import CloudFormationFront
 
-    def __init__(self, statuses: list[str], exists: str | None = None, failure: str = ""):
-        self.statuses, self.exists, self.failure = list(statuses), exists, failure
-        self.calls: list[str] = []
-        self.events: list[dict] = []
-
-    def _stack(self, status):
-        return {"StackId": "id-1", "StackName": "lw-storage", "StackStatus": status, "Parameters": []}
-
-    def describe_stacks(self, StackName):
-        from botocore.exceptions import ClientError
-
-        gone = self.calls[-1:] == ["delete"] if StackName == "id-1" else self.exists is None
-        if gone:
-            error = {"Code": "ValidationError", "Message": "Stack lw-storage does not exist"}
-            raise ClientError({"Error": error}, "DescribeStacks")
-        if StackName != "id-1" and self.calls[-1:] != ["create"]:
-            return {"Stacks": [self._stack(self.exists)]}
-        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        self._event("lw-storage", "AWS::CloudFormation::Stack", status)
-        if self.failure and status == "ROLLBACK_IN_PROGRESS":
-            self._event("Queue", "AWS::SQS::Queue", "CREATE_FAILED", self.failure)
-        return {"Stacks": [self._stack(status)]}
-
-    def _event(self, logical_id, resource_type, status, reason=None):
-        self.events.insert(0, {"EventId": str(len(self.events)), "LogicalResourceId": logical_id,
-                               "ResourceType": resource_type, "ResourceStatus": status,
-                               "ResourceStatusReason": reason,
-                               "Timestamp": datetime(2024, 1, 1, tzinfo=timezone.utc)})
-
-    def describe_stack_events(self, StackName):
-        return {"StackEvents": list(self.events)}
-
-    def create_stack(self, **kwargs):
-        self.calls.append("create")
-        return {"StackId": "id-1"}
-
-    def delete_stack(self, StackName):
-        self.calls.append("delete")
-        self.exists = None
+    with CloudFormationFront(moto_server.endpoint_url) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", front.endpoint_url)
+        yield front
 
 
-class FakeSession:
-    def __init__(self, cfn):
-        self.cfn = cfn
-
-    def client(self, name):
-        return self.cfn
+QUEUE_ONLY = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
 
 
-def test_waits_and_prints_progress_until_complete():
-    cfn = FakeCloudFormation(["CREATE_IN_PROGRESS", "CREATE_IN_PROGRESS", "CREATE_COMPLETE"])
+def test_waits_and_prints_progress_until_complete(cfn_front):
+    cfn_front.stage(["CREATE_IN_PROGRESS", "CREATE_IN_PROGRESS", "CREATE_COMPLETE"])
     lines: list[str] = []
-    stack = Stacks(FakeSession(cfn), lines.append, poll=0).deploy("lw-storage", {"Resources": {}}, {}, {})
+    stack = Stacks(boto3.Session(), lines.append, poll=0).deploy("lw-storage", QUEUE_ONLY, {}, {})
     assert stack["StackStatus"] == "CREATE_COMPLETE"
-    assert [line.split()[1] for line in lines if line.startswith("  ")] == [
-        "CREATE_IN_PROGRESS", "CREATE_IN_PROGRESS", "CREATE_COMPLETE"]
+    assert lines[0] == "lw-storage: creating" and lines[-1] == "lw-storage: CREATE_COMPLETE"
+    progress = [line.split()[1:4] for line in lines if line.startswith("  ")]
+    staged = [p[0] for p in progress if p[1:] == ["AWS::CloudFormation::Stack", "lw-storage"]]
+    assert staged[-3:] == ["CREATE_IN_PROGRESS", "CREATE_IN_PROGRESS", "CREATE_COMPLETE"]
+    assert cfn_front.actions.count("DescribeStacks") >= 4  # it kept asking until settled
 
 
-def test_failure_names_the_resource_and_the_reason():
-    cfn = FakeCloudFormation(["CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE"],
-                             failure="Queue name already exists")
+def test_failure_names_the_resource_and_the_reason(cfn_front):
+    cfn_front.stage(["CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE"],
+                    failure=("Queue", "AWS::SQS::Queue", "Queue name already exists"))
+    lines: list[str] = []
     expected = r"lw-storage: ROLLBACK_COMPLETE: Queue: Queue name already exists"
     with pytest.raises(LivewatchError, match=expected):
-        Stacks(FakeSession(cfn), lambda _: None, poll=0).deploy("lw-storage", {"Resources": {}}, {}, {})
+        Stacks(boto3.Session(), lines.append, poll=0).deploy("lw-storage", QUEUE_ONLY, {}, {})
+    assert any("CREATE_FAILED" in line and "Queue name already exists" in line for line in lines)
 
 
-def test_a_stack_left_by_a_failed_create_is_deleted_and_created_again():
-    cfn = FakeCloudFormation(["CREATE_COMPLETE"], exists="ROLLBACK_COMPLETE")
-    Stacks(FakeSession(cfn), lambda _: None, poll=0).deploy("lw-storage", {"Resources": {}}, {}, {})
-    assert cfn.calls == ["delete", "create"]
+def test_a_stack_left_by_a_failed_create_is_deleted_and_created_again(cfn_front):
+    boto3.client("cloudformation").create_stack(StackName="lw-storage",
+                                                TemplateBody=json.dumps(QUEUE_ONLY))
+    cfn_front.stage(["ROLLBACK_COMPLETE"], after=None, until="DeleteStack")
+    lines: list[str] = []
+    stack = Stacks(boto3.Session(), lines.append, poll=0).deploy("lw-storage", QUEUE_ONLY, {}, {})
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert "lw-storage: the last create failed and rolled back; deleting it to start again" in lines
+    calls = [a for a in cfn_front.actions if a in ("CreateStack", "DeleteStack", "UpdateStack")]
+    assert calls == ["CreateStack", "DeleteStack", "CreateStack"]  # ours, then the deploy's
+
+
+def test_an_update_in_progress_is_waited_for_before_the_next_change(cfn_front):
+    boto3.client("cloudformation").create_stack(StackName="lw-storage",
+                                                TemplateBody=json.dumps(QUEUE_ONLY))
+    cfn_front.stage(["UPDATE_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_COMPLETE"],
+                    after=None, until="UpdateStack")
+    lines: list[str] = []
+    changed = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue",
+                                       "Properties": {"VisibilityTimeout": 120}}}}
+    Stacks(boto3.Session(), lines.append, poll=0).deploy("lw-storage", changed, {}, {})
+    assert lines[0] == "lw-storage: UPDATE_IN_PROGRESS, waiting for it to settle"
+    assert "lw-storage: updating" in lines
+    assert cfn_front.actions.index("UpdateStack") > cfn_front.actions.index("DescribeStackEvents")
 
 
 def test_destroy_stops_a_running_channel_first(aws_env):

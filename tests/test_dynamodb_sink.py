@@ -60,13 +60,21 @@ def scan(client, table: str) -> list[dict]:
     return client.scan(TableName=table, ConsistentRead=True)["Items"]
 
 
-def test_the_key_design_is_the_results_stacks():
-    from livewatch.sinks import dynamodb_items
-    from templates_gen import results
-
-    assert (dynamodb_items.PARTITION_KEY, dynamodb_items.SORT_KEY) == (results.PARTITION_KEY, results.SORT_KEY)
-    assert (dynamodb_items.TIMELINE_INDEX, dynamodb_items.TIMELINE_KEY) == \
-        (results.TIMELINE_INDEX, results.TIMELINE_KEY)
+def test_every_item_carries_the_results_tables_keys_in_their_declared_types():
+    """What the results stack declares (read from the template, not from the sink's constants):
+    every item the sink makes has each key and index attribute, in the declared type."""
+    table = results.template().to_dict()["Resources"]["DetectionsTable"]["Properties"]
+    declared = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    keys = {k["AttributeName"] for k in table["KeySchema"]}
+    keys |= {k["AttributeName"] for i in table["LocalSecondaryIndexes"] for k in i["KeySchema"]}
+    assert keys == set(declared)
+    unknown_time = detection(start=None).model_copy(update={"sequence": None})
+    failed = detection().model_copy(update={"label": None, "probability": None, "top_k": [],
+                                            "error": "not a video"})
+    for made in (detection(), detection(start=None), unknown_time, failed):
+        item = to_item(made)
+        assert {name: type(item[name]).__name__ for name in declared} == {
+            name: {"S": "str", "N": "Decimal", "B": "bytes"}[kind] for name, kind in declared.items()}
 
 
 def test_item_layout_keeps_the_original_attributes_and_adds_ours():
@@ -301,3 +309,40 @@ async def test_per_service_endpoint_overrides_the_environment(dynalite, aws_env)
         await sink.write(detection())
     finally:
         await sink.close()
+
+
+async def test_unprocessed_items_are_retried_until_every_item_is_written(aws_env, moto_server):
+    """DynamoDB may write part of a batch and return the rest as UnprocessedItems (moto never
+    does: a local front in front of it stages the answers, over real HTTP)."""
+    from livewatch.testing.front import AwsFront
+
+    client = boto3.client("dynamodb")
+    table = make_table(client)
+    with AwsFront(moto_server.endpoint_url) as front:
+        front.unprocess(calls=3, keep=1)  # three calls in a row write one item each
+        sink = make_sink(front.endpoint_url, table, batch_wait_ms=200)
+        await sink.start()
+        try:
+            await asyncio.gather(*(sink.write(detection(n)) for n in range(5)))
+        finally:
+            await sink.close()
+    assert front.batch_sizes == [5, 4, 3, 2]  # each retry sends only what was left
+    assert sorted(i["Sequence"]["N"] for i in scan(client, table)) == ["0", "1", "2", "3", "4"]
+
+
+async def test_items_left_unprocessed_past_the_retries_fail_the_write_transiently(aws_env, moto_server):
+    from livewatch.testing.front import AwsFront
+
+    client = boto3.client("dynamodb")
+    table = make_table(client)
+    with AwsFront(moto_server.endpoint_url) as front:
+        front.unprocess(calls=10, keep=0)
+        sink = make_sink(front.endpoint_url, table, unprocessed_retries=2)
+        await sink.start()
+        try:
+            with pytest.raises(TransientError, match="unprocessed 3 times"):
+                await sink.write(detection(1))
+        finally:
+            await sink.close()
+    assert front.batch_sizes == [1, 1, 1]  # the first call and two retries, then the daemon's turn
+    assert scan(client, table) == []

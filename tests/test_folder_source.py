@@ -169,20 +169,36 @@ def test_playlist_parsing(tmp_path):
 
 
 async def test_file_without_playlist_is_emitted_once_it_stops_growing(tmp_path):
+    """Each emission comes settle_seconds or more after the last write before it, with the size
+    the file had then: checked against a log of the writes, so a stalled test loop cannot make it
+    pass or fail by luck."""
     settle = 1.0
-    async with started(tmp_path, settle_seconds=settle, poll_interval=0.05) as source, running(source) as got:
+    writes: list[tuple[float, int]] = []  # (monotonic time after the write, file size)
+    emitted: list[tuple[float, object]] = []
+
+    async def emit(segment):
+        emitted.append((time.monotonic(), segment))
+
+    async with started(tmp_path, settle_seconds=settle, poll_interval=0.05) as source, \
+            running(source, emit=emit):
         path = write_segment(tmp_path, "clip.ts", b"part one")
-        await asyncio.sleep(0.4)
-        with path.open("ab") as f:
-            f.write(b" and part two")
-        last_write = time.monotonic()
-        await asyncio.sleep(0.4)
-        assert got == []  # still within settle_seconds of the last write
-        await until(lambda: got)
-        assert time.monotonic() - last_write >= settle
-    assert got[0].stream == tmp_path.name  # segments in the root: the stream is named after it
-    assert got[0].size == len(b"part one and part two")
-    assert got[0].sequence is None and got[0].start is None and got[0].duration is None
+        writes.append((time.monotonic(), path.stat().st_size))
+        for chunk in (b" and", b" part", b" two"):  # the encoder keeps writing for a while
+            await until(lambda: time.monotonic() >= writes[-1][0] + settle / 4)
+            if emitted:
+                break
+            with path.open("ab") as f:
+                f.write(chunk)
+            writes.append((time.monotonic(), path.stat().st_size))
+        await until(lambda: emitted)
+    at, segment = emitted[0]
+    last_time, last_size = max(w for w in writes if w[0] <= at)
+    assert at - last_time >= settle  # settled: no write for settle_seconds
+    assert segment.size == last_size  # all that was written by then
+    if len(writes) == 4:  # the usual case: the source saw it grow and waited for the last write
+        assert segment.size == len(b"part one and part two")
+    assert segment.stream == tmp_path.name  # segments in the root: the stream is named after it
+    assert segment.sequence is None and segment.start is None and segment.duration is None
 
 
 async def test_with_a_playlist_an_unlisted_file_waits_until_listed(tmp_path):
@@ -324,8 +340,7 @@ async def test_emit_waiting_holds_the_source_back(tmp_path):
     make_stream(tmp_path / "cam1", 4)
     queue: asyncio.Queue = asyncio.Queue(maxsize=1)
     async with started(tmp_path, **FAST) as source, running(source, emit=queue.put):
-        await asyncio.sleep(0.3)
-        assert queue.qsize() == 1
+        await until(queue.full)  # the source is now blocked in emit with the next segment
         got = [await asyncio.wait_for(queue.get(), 2) for _ in range(4)]
     assert names(got) == ["seg0.ts", "seg1.ts", "seg2.ts", "seg3.ts"]
 

@@ -68,6 +68,21 @@ def write_mpeg2(path: Path, frames: int = 50) -> Path:
     return path
 
 
+def write_matroska(path: Path, frames: int = 30) -> Path:
+    """Valid H.264 video in a Matroska container (an encoder set to the wrong muxer)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        rng = np.random.default_rng(1)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (180, 320, 3), np.uint8),
+                                               format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 class DeletingSink(Sink):
     """A sink that, on its first write, deletes a file the daemon has listed but not read yet."""
 
@@ -98,11 +113,13 @@ async def test_bad_input_each_gives_one_error_detection_and_the_daemon_goes_on(t
         (folder / name).write_bytes(data)
     write_audio_only(folder / "audio-only.ts")
     write_video(folder / "one-frame.ts", seconds=0.04, size=(320, 180))
+    write_video(folder / "two-frames.ts", seconds=0.08, size=(320, 180))
     write_mpeg2(folder / "mpeg2.ts")
+    write_matroska(folder / "matroska.ts")
     gone = folder / "gone.ts"
     gone.write_bytes(whole)
     order = [first.name, "gone.ts", "zero-byte.ts", "truncated.ts", "random.ts", "oversized.ts",
-             "audio-only.ts", "one-frame.ts", "mpeg2.ts", last.name]
+             "audio-only.ts", "one-frame.ts", "two-frames.ts", "mpeg2.ts", "matroska.ts", last.name]
 
     db = tmp_path / "d.db"
     source = FolderSource(FolderOptions(path=folder, files=order, subfolders=False))
@@ -128,12 +145,14 @@ async def test_bad_input_each_gives_one_error_detection_and_the_daemon_goes_on(t
         "oversized.ts": "segment too large: 2.",  # ... MB, the limit is 2 MB
         "audio-only.ts": "not a video: no video stream in segment (audio only?)",
         "one-frame.ts": "segment too short: 1 decodable frame(s)",
+        "two-frames.ts": "segment too short: 2 decodable frame(s), at least 3 needed",
         "mpeg2.ts": "unsupported video codec 'mpeg2video': allowed are h264, hevc",
+        "matroska.ts": "unsupported container 'matroska",
     }
     for name, message in expected.items():
         assert errors[name] and errors[name].startswith(message), (name, errors[name])
     assert "the limit is 2 MB (daemon.max_segment_mb); it was not read" in errors["oversized.ts"]
-    assert (stats.classified, stats.failed, stats.released, stats.acked) == (2, 8, 0, 10)
+    assert (stats.classified, stats.failed, stats.released, stats.acked) == (2, 10, 0, 12)
 
 
 async def test_a_segment_longer_than_the_limit_is_refused_before_decoding(tmp_path, tiny_i3d_dir):

@@ -174,8 +174,13 @@ async def test_heartbeat_keeps_a_slow_segment_hidden(aws):
     s3.put_object(Bucket=BUCKET, Key="live/cam1/seg_1.ts", Body=b"x")
     async with Running(source(queue, visibility_timeout=2, heartbeat_seconds=0.5)) as run:
         segment = await run.next()
-        await asyncio.sleep(4)  # twice the visibility timeout
-        assert run.segments.empty(), "delivered again while in work"
+        received = asyncio.get_running_loop().time()
+        # Past twice the visibility timeout the message is still in flight and was never
+        # delivered again: only the heartbeat can have kept it hidden. Checked all along.
+        while asyncio.get_running_loop().time() < received + 4:
+            assert await asyncio.to_thread(counts, sqs, queue) == (0, 1), "visible again while in work"
+            assert run.segments.empty(), "delivered again while in work"
+            await asyncio.sleep(0.2)
         await run.source.ack(segment)
         await eventually(lambda: counts(sqs, queue) == (0, 0))
 
@@ -258,8 +263,8 @@ async def test_a_segment_that_keeps_failing_ends_in_the_dead_letter_queue(aws):
     async with Running(source(queue, release_visibility=0)) as run:
         for _ in range(2):  # released twice (a transient failure each time)...
             await run.source.release(await run.next())
-        await asyncio.sleep(2)
-        assert run.segments.empty()  # ...then the queue gives it to its dead-letter queue
+        await eventually(lambda: sum(counts(sqs, dlq)) == 1)  # ...then the queue gives it to its DLQ
+        assert run.segments.empty()  # and not a third time to us
     assert counts(sqs, queue) == (0, 0) and sum(counts(sqs, dlq)) == 1
 
 

@@ -9,6 +9,7 @@ the same segment. Nothing is patched: throttling and a missing endpoint are what
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import boto3
@@ -92,6 +93,34 @@ async def test_throttling_and_5xx_are_retried_then_released(front, videos):
             await sm.classify(segment)
         assert len(front.requests) == 4
     finally:
+        await sm.close()
+
+
+async def test_an_invocation_that_times_out_is_retried_then_released(front, videos):
+    segment = upload(videos[0], "live/cam1/slow.ts")
+    warm = classifier(front)
+    await warm.start()
+    try:  # how long the served model takes here, so the timeout below is well above it
+        started = time.monotonic()
+        assert (await warm.classify(segment)).ok
+        took = time.monotonic() - started
+    finally:
+        await warm.close()
+    timeout = 1.0 + 3 * took
+    sm = classifier(front, retries=1, invoke_timeout=timeout)
+    await sm.start()
+    try:
+        front.requests.clear()
+        front.slow(1, timeout + 2)  # the first answer comes after the timeout: retried, answered
+        detection = await sm.classify(segment)
+        assert detection.ok and len(front.requests) == 2
+        front.requests.clear()
+        front.slow(2, timeout + 2)  # every attempt times out: released (TransientError)
+        with pytest.raises(TransientError, match="(?i)timeout.*2 attempts"):
+            await sm.classify(segment)
+        assert len(front.requests) == 2
+    finally:
+        front.slow(0, 0)
         await sm.close()
 
 

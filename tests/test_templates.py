@@ -7,7 +7,10 @@ see tests/test_deploy.py) are checked here against the AWS APIs' own models from
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import botocore.session
 import pytest
@@ -15,7 +18,9 @@ from botocore.validate import ParamValidator
 from cfnlint.api import ManualArgs, lint
 
 from livewatch.deploy import commands
-from templates_gen import STACKS, common, daemon_env, get_stack
+from livewatch.testing.strict import require
+from templates_gen import STACKS, common, get_stack
+from templates_gen.security import ACCEPTED_FINDINGS
 
 LINT_REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1"]
 #: Actions that have no resource-level permissions: the only ones allowed on Resource "*".
@@ -194,15 +199,38 @@ def test_task_role_cannot_write_the_bucket(templates):
     assert not any(re.match(r"s3:(Put|Delete|Restore|Abort|Replicate|Create)", a) for a in s3_actions)
 
 
-def test_daemon_config_comes_from_the_other_stacks(templates):
-    [container] = props(templates["fleet"], "TaskDefinition")["ContainerDefinitions"]
-    env = {e["Name"]: e["Value"] for e in container["Environment"]}
-    assert set(env) == set(daemon_env.DAEMON_ENVIRONMENT)
-    assert env["LIVEWATCH_SOURCES__0__TYPE"] == "s3-events"
-    assert env["LIVEWATCH_SOURCES__0__QUEUE_URL"] == imported("storage", "QueueUrl")
-    assert env["LIVEWATCH_CLASSIFIER__ENDPOINT_NAME"] == imported("model", "EndpointName")
-    assert env["LIVEWATCH_SINKS__0__TABLE"] == imported("results", "TableName")
-    assert env["AWS_REGION"] == {"Ref": "AWS::Region"}
+def _resolve(value, parameters: dict, imports: dict):
+    """A task definition value as ECS would see it: imports and parameters filled in."""
+    if isinstance(value, dict) and "Fn::ImportValue" in value:
+        export = value["Fn::ImportValue"]["Fn::Sub"].replace("${Project}-", "")
+        return imports.setdefault(export, f"imported-{export}")
+    if isinstance(value, dict) and "Ref" in value:
+        return {"AWS::Region": "eu-west-1"}.get(value["Ref"]) or str(parameters[value["Ref"]]["Default"])
+    return value
+
+
+def test_daemon_config_comes_from_the_other_stacks(templates, monkeypatch, tmp_path):
+    """The task definition's environment, given to `livewatch run` as ECS gives it, configures
+    the daemon that the stacks wire up: the queue, endpoint and table the other stacks export."""
+    from livewatch.settings import load_settings
+    from livewatch.wiring import build
+
+    fleet = templates["fleet"]
+    [container] = props(fleet, "TaskDefinition")["ContainerDefinitions"]
+    imports: dict[str, str] = {}
+    for variable in container["Environment"]:
+        monkeypatch.setenv(variable["Name"], _resolve(variable["Value"], fleet["Parameters"], imports))
+    monkeypatch.chdir(tmp_path)  # no livewatch.toml: the environment alone
+    settings = load_settings()
+    components = build(settings)
+    [source], [sink] = components.sources, components.sinks
+    assert (source.name, source.options.queue_url) == ("s3-events", imports["storage-QueueUrl"])
+    assert components.classifier.name == "sagemaker"
+    assert components.classifier.options.endpoint_name == imports["model-EndpointName"]
+    assert (sink.name, sink.options.table) == ("dynamodb", imports["results-TableName"])
+    assert settings.daemon.workers == fleet["Parameters"]["Workers"]["Default"]
+    assert settings.daemon.shutdown_timeout < container["StopTimeout"]  # in-flight ones finish
+    assert os.environ["AWS_REGION"] == os.environ["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert container["EntryPoint"] + container["Command"] == ["livewatch", "run"]
 
 
@@ -367,3 +395,58 @@ def test_stack_registry_is_in_dependency_order():
     assert get_stack("fleet").stack_name("demo") == "demo-fleet"
     with pytest.raises(KeyError, match="stacks: storage"):
         get_stack("nope")
+
+
+# --- IaC security scanner (checkov) ------------------------------------------------------------
+
+CHECKOV = Path(os.environ.get("LIVEWATCH_CHECKOV")
+               or Path(__file__).parents[1] / ".venv" / "tools" / "checkov" / "bin" / "checkov")
+
+
+@pytest.fixture(scope="module")
+def checkov_findings(templates, tmp_path_factory) -> set[tuple[str, str, str]]:
+    """(check id, stack key, logical id) of every failed checkov check on the generated stacks:
+    one checkov run over all of them (it takes seconds to start)."""
+    require(None if CHECKOV.exists() else f"checkov is not installed at {CHECKOV}",
+            "`make setup` (checkov in its own venv, .venv/tools/checkov)")
+    folder = tmp_path_factory.mktemp("stacks")
+    for key, template in templates.items():
+        (folder / f"{key}.json").write_text(json.dumps(template))
+    done = subprocess.run([str(CHECKOV), "-d", str(folder), "--framework", "cloudformation",
+                           "--output", "json", "--quiet", "--compact", "--skip-download"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: findings
+    reports = json.loads(done.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert sum(r["summary"]["passed"] for r in reports) > 50  # it really scanned the stacks
+    return {(f["check_id"], Path(f["file_path"]).stem, f["resource"].split(".", 1)[1])
+            for r in reports for f in r["results"]["failed_checks"]}
+
+
+@pytest.mark.parametrize("key", [s.key for s in STACKS])
+def test_checkov_finds_nothing_that_is_not_accepted_with_a_reason(key, checkov_findings):
+    new = sorted(f for f in checkov_findings if f[1] == key and f not in ACCEPTED_FINDINGS)
+    assert not new, ("checkov findings: fix them, or list them with a reason in "
+                     f"templates_gen/security.py: {new}")
+
+
+def test_every_accepted_finding_is_still_reported(checkov_findings):
+    fixed = sorted(set(ACCEPTED_FINDINGS) - checkov_findings)
+    assert not fixed, f"no longer reported, remove from templates_gen/security.py: {fixed}"
+
+
+@pytest.mark.parametrize("key, parameter, logical_id, path", [
+    ("results", "TableKmsKeyArn", "DetectionsTable", ("SSESpecification", "KMSMasterKeyId")),
+    ("fleet", "LogKmsKeyArn", "LogGroup", ("KmsKeyId",)),
+])
+def test_customer_managed_keys_are_opt_in(templates, key, parameter, logical_id, path):
+    template = templates[key]
+    assert template["Parameters"][parameter]["Default"] == ""
+    condition = template["Conditions"][f"{parameter}Given"]
+    assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+    value = props(template, logical_id)
+    for step in path:
+        value = value[step]
+    assert value == {"Fn::If": [f"{parameter}Given", {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+    assert re.match(template["Parameters"][parameter]["AllowedPattern"],
+                    "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")

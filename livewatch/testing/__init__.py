@@ -1,7 +1,14 @@
 """Helpers and pytest fixtures for livewatch and its plugin authors.
 
-Installed as a pytest plugin (entry point ``pytest11``), so a plugin package's tests can use the
-fixtures below without copying them: generated HLS streams and videos (`media`), small exported
-I3D models (`models`), a local AWS emulator server (`aws`), dynalite, a second DynamoDB
-(`dynalite`), and SageMaker's MXNet serving stack behind a local InvokeEndpoint (`serving`).
+Light, loaded wherever livewatch is installed (the ``livewatch`` pytest plugin, entry point
+``pytest11``): test doubles (`doubles`: `ListSource`, `RecordingSink`, `fake_segment`), generated
+HLS streams and videos (`media`) and small exported I3D models (`models`).
+
+Heavy, opt-in (``pytest -p livewatch.testing.servers``, or ``-p livewatch.testing.aws`` for moto
+alone): a local AWS emulator server (`aws`), dynalite, a second DynamoDB (`dynalite`), and
+SageMaker's MXNet serving stack behind a local InvokeEndpoint (`serving`). ``-p
+livewatch.testing.strict`` makes a run fail when a test was skipped in CI (`strict`).
 """
+from .doubles import ListSource, RecordingSink, fake_segment
+
+__all__ = ["ListSource", "RecordingSink", "fake_segment"]

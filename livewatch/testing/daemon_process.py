@@ -48,11 +48,11 @@ def store_rows(db: Path) -> dict[str, dict]:
         return {uri: json.loads(d) for uri, d in conn.execute("SELECT uri, detection FROM detections")}
 
 
-def wait_for(predicate, daemon: RunningDaemon, timeout: float = 240.0) -> None:
+def wait_for(predicate, daemon: RunningDaemon, timeout: float = 240.0, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         assert daemon.proc.poll() is None, f"daemon exited early:\n{daemon.log()}"
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError(f"timed out; daemon log:\n{daemon.log()}")

@@ -4,8 +4,8 @@ unlike moto, rejects reserved words such as ``stream`` in expressions unless the
 It is installed by the set-up (``make setup`` runs ``python -m livewatch.testing.dynalite``), with
 ``npm install`` into the virtual environment (``<venv>/node/dynalite-<VERSION>``, or
 ``$LIVEWATCH_DYNALITE_DIR``); tests never install it. ``dynalite`` (session fixture): a `Dynalite`
-server on a free port, in memory; skipped, saying why, when it is not installed or node is
-missing. ``stop()`` / ``start()`` restart it on the same port (empty) for outage tests.
+server on a free port, in memory; when it is not installed or node is missing, a failure naming
+what to install in CI and under ``make test`` (a skip elsewhere: `livewatch.testing.strict`). ``stop()`` / ``start()`` restart it on the same port (empty) for outage tests.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import pytest
 
 from .aws import free_port
 from .processes import stop_process_group
+from .strict import require
 
 VERSION = "4.0.0"
 
@@ -93,11 +94,10 @@ class Dynalite:
 @pytest.fixture(scope="session")
 def dynalite() -> Iterator[Dynalite]:
     cli = cli_path()
-    if not cli.exists():
-        pytest.skip(f"dynalite is not installed in {install_dir()}: `make setup` installs it "
-                    "(it needs node and npm)")
-    if shutil.which("node") is None:
-        pytest.skip("dynalite needs node, which is not on PATH")
+    require(None if shutil.which("node") else "dynalite needs node, which is not on PATH",
+            "Node.js and npm (apt-get install nodejs npm), then `make setup`")
+    require(None if cli.exists() else f"dynalite is not installed in {install_dir()}",
+            "`make setup` (or `python -m livewatch.testing.dynalite`; it needs node and npm)")
     server = Dynalite(cli).start()
     try:
         yield server
@@ -110,8 +110,9 @@ def main() -> int:
     try:
         print(f"dynalite {VERSION}: {install()}")
     except FileNotFoundError as exc:
-        print(f"warning: dynalite not installed ({exc}); the DynamoDB sink's dynalite tests "
-              "will be skipped", file=sys.stderr)
+        print(f"error: dynalite not installed ({exc}); install Node.js and npm "
+              "(apt-get install nodejs npm) and run `make setup` again", file=sys.stderr)
+        return 1
     except subprocess.CalledProcessError as exc:
         print(f"npm install dynalite@{VERSION} failed:\n{exc.stderr.decode(errors='replace')}",
               file=sys.stderr)

@@ -1,9 +1,8 @@
-"""The ``livewatch`` pytest plugin: fixtures for livewatch's own tests and for plugin authors."""
+"""The ``livewatch`` pytest plugin (entry point ``pytest11``), loaded wherever livewatch is
+installed: light fixtures only. The server fixtures are opt-in: ``-p livewatch.testing.servers``."""
 
 pytest_plugins = [
+    "livewatch.testing.doubles",
     "livewatch.testing.media",
     "livewatch.testing.models",
-    "livewatch.testing.aws",
-    "livewatch.testing.dynalite",
-    "livewatch.testing.serving",
 ]

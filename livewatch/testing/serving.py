@@ -17,11 +17,13 @@ plane do, for the endpoints it knows:
   container error comes back as ``ModelError`` (424, with ``OriginalStatusCode`` and
   ``OriginalMessage``), an unknown endpoint as ``ValidationError`` (400) and, while
   ``throttle(n)`` / ``unavailable(n)`` have requests left, ``ThrottlingException`` (429) /
-  ``ServiceUnavailable`` (503);
+  ``ServiceUnavailable`` (503); while ``slow(n, seconds)`` has requests left, each is held
+  `seconds` before it is forwarded (a slow or hung container, for invocation timeouts);
 - ``POST /`` with ``X-Amz-Target: SageMaker.DescribeEndpoint`` → ``InService``, or the
   ``ValidationException`` of a missing endpoint.
 
-Fixtures (session-scoped; skipped, saying why, where the stack cannot run: no Java, say):
+Fixtures (session-scoped; where the stack cannot run, no Java say, a failure naming what to
+install in CI and under ``make test``, a skip elsewhere: `livewatch.testing.strict`):
 
 ``served_model_tar``
     `tiny_i3d_dir` packaged as ``livewatch model package`` does (model files + ``model/code``).
@@ -49,6 +51,7 @@ import pytest
 
 from .aws import fake_aws_env, free_port
 from .processes import stop_process_group
+from .strict import require
 
 ENDPOINT_NAME = "livewatch-test"
 HANDLER_SERVICE = "sagemaker_mxnet_serving_container.handler_service"
@@ -201,6 +204,8 @@ class EndpointFront:
         self.timeout = timeout
         self.requests: list[str] = []  # endpoint names invoked, throttled ones included
         self._failures: list[tuple[int, str, str]] = []  # the next answers, before forwarding
+        self._delays: list[float] = []  # seconds to hold each of the next invocations
+        self._released = threading.Event()  # set by stop(): held requests give up at once
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
         self.server.daemon_threads = True
@@ -224,6 +229,15 @@ class EndpointFront:
         with self._lock:
             self._failures = [(status, code, message)] * count
 
+    def slow(self, count: int, seconds: float) -> None:
+        """Hold each of the next `count` invocations `seconds` before forwarding it (0: stop)."""
+        with self._lock:
+            self._delays = [seconds] * count
+
+    def _next_delay(self) -> float:
+        with self._lock:
+            return self._delays.pop(0) if self._delays else 0.0
+
     def _next_failure(self) -> tuple[int, str, str] | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
@@ -235,6 +249,7 @@ class EndpointFront:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -255,6 +270,12 @@ class EndpointFront:
 
             def _reply(self, status: int, body: bytes, content_type: str = "application/json",
                        headers: dict[str, str] | None = None) -> None:
+                try:
+                    self._send(status, body, content_type, headers)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
+                    self.close_connection = True
+
+            def _send(self, status, body, content_type, headers) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -284,6 +305,8 @@ class EndpointFront:
                                        f"Endpoint {name} of account {ACCOUNT} not found.")
                 if failure := front._next_failure():
                     return self._error(*failure)
+                if (delay := front._next_delay()) and front._released.wait(delay):
+                    return None  # the front is stopping
                 request = urllib.request.Request(
                     front.endpoints[name] + "/invocations", data=body, method="POST",
                     headers={"Content-Type": self.headers.get("Content-Type", "application/json"),
@@ -320,8 +343,9 @@ class EndpointFront:
 
 @pytest.fixture(scope="session")
 def served_model_tar(tiny_i3d_dir, tmp_path_factory) -> Path:
-    if reason := serving_stack_missing():
-        pytest.skip(f"the SageMaker serving stack cannot run here: {reason}")
+    reason = serving_stack_missing()
+    require(reason and f"the SageMaker serving stack cannot run here: {reason}",
+            "Java (apt-get install default-jre-headless) and the `test` extra; `make setup` does both")
     from livewatch.training.package import package
 
     return package(tiny_i3d_dir, tmp_path_factory.mktemp("package") / "model.tar.gz")

@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from .loaded_model import LoadedModel
     from .windows import Decoded
 
-WINDOW_STEP = 1
-
 log = logging.getLogger(__name__)
 
 
@@ -191,7 +189,7 @@ def prepare(model: "LoadedModel", segment: Segment,
     """
     meta, limits = model.meta, options or I3DOptions()
     with segment.open() as f:
-        decoded = decode_segment(f, new_length=meta.frames, new_step=WINDOW_STEP, windows=limits.windows,
+        decoded = decode_segment(f, new_length=meta.frames, new_step=meta.step, windows=limits.windows,
                                  size=meta.resize, codecs=limits.codecs,
                                  max_seconds=limits.max_segment_seconds,
                                  stated_seconds=segment.duration)

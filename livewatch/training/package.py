@@ -78,6 +78,7 @@ def describe(spec: str) -> dict:
         "version": artifact.version,
         "classes": list(artifact.classes),
         "input_shape": [1, 3, meta.frames, meta.crop, meta.crop],
+        "step": meta.step,
         "resize": list(meta.resize),
         "mean": list(meta.mean),
         "std": list(meta.std),
@@ -98,6 +99,8 @@ def format_info(info: dict) -> str:
         f"name:         {info['name']}  version {info['version']}",
         f"input shape:  {tuple(info['input_shape'])} (N, C, T, H, W), frames resized to "
         f"{info['resize'][0]}x{info['resize'][1]} then center-cropped",
+        f"stride:       every {info['step']}. frame: a window spans {info['step'] * info['input_shape'][2]} "
+        f"frames (GluonCV's new_step={info['step']})",
         f"normalise:    mean {tuple(info['mean'])} std {tuple(info['std'])}",
         f"classes ({len(info['classes'])}): {', '.join(info['classes'])}",
         f"params sha256:  {info['params_sha256']}",

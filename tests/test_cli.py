@@ -64,3 +64,9 @@ def test_detections_queries_the_configured_store(tmp_path):
     assert missing.returncode == 2 and "no local store at" in missing.stderr
     bad = lw("detections", "--since", "yesterday", cwd=tmp_path)
     assert bad.returncode == 2 and "use an age like 10m" in bad.stderr
+
+
+def test_classify_refuses_an_unknown_windows_value(tmp_path):
+    result = lw("classify", tmp_path / "x.ts", "--windows", "0")
+    assert result.returncode == 2
+    assert '"center", "cover" or a number of windows >= 1, not \'0\'' in result.stderr

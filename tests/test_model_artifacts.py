@@ -91,6 +91,7 @@ def test_files_in_one_top_level_folder_and_defaults_without_model_json(random_i3
 def test_the_tiny_variant_reads_8_frames_at_112(tiny_i3d_dir):
     model = I3DModel.load(resolve_model(str(tiny_i3d_dir)), device="cpu")
     assert (model.meta.frames, model.meta.crop, model.meta.resize) == (8, 112, (171, 128))
+    assert model.meta.step == 8
     small = random_batch(frames=8, crop=112)
     assert_same_prediction(model.predict(small), reference_forward(tiny_i3d_dir, small))
 
@@ -298,8 +299,8 @@ def test_an_unknown_step_is_a_start_up_error_naming_the_file_and_field(tiny_i3d_
     assert str(err.value).startswith(f"{model_dir / 'model.json'} is invalid: step: ")
 
 
-def test_step_defaults_to_1_and_is_read(tiny_i3d_dir, tmp_path):
-    assert resolve_model(str(tiny_i3d_dir)).meta.step == 1
+def test_step_defaults_to_1_and_is_read(random_i3d_dir, tiny_i3d_dir, tmp_path):
+    assert resolve_model(str(random_i3d_dir)).meta.step == 1
     model_dir = with_input_shape(tiny_i3d_dir, tmp_path / "m", frames=8, crop=112,
                                  resize=(171, 128), name="m")
     (model_dir / "model.json").write_text('{"frames": 8, "crop": 112, "resize": [171, 128], "step": 2}')

@@ -72,7 +72,7 @@ class I3DOptions(Options):
         "detections, refused before decoding"
     )
     windows: Literal["center", "cover"] | PositiveInt = Field(
-        "center", description='windows classified per segment: "center" (GluonCV\'s test '
+        "cover", description='windows classified per segment: "center" (GluonCV\'s test '
         'window), N (GluonCV\'s num_segments=N test windows) or "cover" (enough windows spread '
         'evenly that every frame lies in one: ceil(frames / (model frames x step)))'
     )

@@ -202,3 +202,21 @@ def test_truncated_to_a_few_bytes(hls_stream, tmp_path):
     """Cut inside the first packet: one concealed keyframe at most, which is too short."""
     segment = _write(tmp_path / "stub.ts", (hls_stream / "stream00001.ts").read_bytes()[:1000])
     assert _refusal(segment).startswith("segment too short: 1 decodable frame(s)")
+
+
+@pytest.mark.parametrize("seconds", [1, 4, 10, 12])
+def test_cover_puts_every_frame_of_a_segment_inside_some_window(tmp_path, seconds):
+    """By the frames' own timestamps (a segment from mid-stream: PTS far from 0), at the zoo's
+    32x2: every frame lies within some window's [start, end), and the windows span the segment."""
+    path = write_video(tmp_path / "s.ts", seconds=seconds, size=(192, 108), first_frame=1000)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = sorted(p.pts for p in container.demux(stream) if p.size)
+        times = [float((p - pts[0]) * stream.time_base) for p in pts]
+    decoded = decode_segment(path, 32, 2, "cover", size=(64, 48))
+    assert decoded.num_frames == len(times) == 25 * seconds
+    assert len(decoded.windows) == -(-25 * seconds // 64)
+    for t in times:
+        assert any(w.start <= t < w.end for w in decoded.windows), t
+    assert decoded.windows[0].start == 0 and decoded.windows[-1].end == pytest.approx(seconds)
+    assert [w.start for w in decoded.windows] == sorted(w.start for w in decoded.windows)

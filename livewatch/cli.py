@@ -150,7 +150,10 @@ def plugins(show_options, as_json):
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="The newest N detections.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto")
-def detections(config, db, stream, since, until, errors, limit, fmt):
+@click.option("--windows", "windows", is_flag=True,
+              help="The window timeline instead: one line per window, absolute times where the "
+                   "segment's program date-time is known (--since/--until/--limit apply to windows).")
+def detections(config, db, stream, since, until, errors, limit, fmt, windows):
     """Show detections from the local store, oldest first."""
     from .settings import load_settings
     from .sinks.local import DEFAULT_PATH, LocalStore
@@ -163,6 +166,18 @@ def detections(config, db, stream, since, until, errors, limit, fmt):
     if not db.is_file():
         raise ConfigError(f"no local store at {db} (has the daemon run yet? --db names another file)")
     store = LocalStore(db)
+    if windows:
+        from .sinks.local import format_window
+
+        try:
+            timeline = store.windows(stream=stream, since=parse_time(since),
+                                     until=parse_time(until), limit=limit)
+        finally:
+            store.close()
+        as_text = fmt == "text" or (fmt == "auto" and sys.stdout.isatty())
+        for row in timeline:
+            click.echo(format_window(row) if as_text else json.dumps(row))
+        return
     try:
         rows = store.query(stream=stream, since=parse_time(since), until=parse_time(until),
                            errors_only=errors, limit=limit)

@@ -14,12 +14,14 @@ from .wiring import build_component
 
 
 async def classify_files(config: Path | None, files: list[Path], model: str | None = None,
-                         fmt: str = "auto") -> bool:
+                         fmt: str = "auto", windows: str | int | None = None) -> bool:
     """Print one detection per file; returns False if any file could not be classified."""
     settings = load_settings(config)
     classifier_config = settings.classifier
     if model:
         classifier_config = ComponentConfig(**{**classifier_config.model_dump(), "model": model})
+    if windows is not None:
+        classifier_config = ComponentConfig(**{**classifier_config.model_dump(), "windows": windows})
     classifier = build_component("classifier", classifier_config, "classifier")
     formatter = formatter_for(fmt, sys.stdout)
     all_ok = True

@@ -84,13 +84,25 @@ def run(config, folder, model, workers, once, log_level):
         sys.exit(1)  # some segments failed transiently and are still to do
 
 
+def _windows(value: str | None) -> str | int | None:
+    if value is None or value in ("center", "cover"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f'"center", "cover" or a number of windows >= 1, not {value!r}')
+
+
 @cli.command()
 @config_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", help="Model to use (default: the configured classifier's).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto",
               help="Output format (auto: text in a terminal, JSON lines when piped).")
-def classify(config, files, model, fmt):
+@click.option("--windows", callback=lambda ctx, param, value: _windows(value),
+              help='Windows per file: "center" (one, GluonCV\'s test window), N (GluonCV\'s '
+                   'num_segments=N) or "cover" (every frame in one; default: the configured '
+                   "classifier's).")
+def classify(config, files, model, fmt, windows):
     """Classify video files without starting the daemon: one detection per file.
 
     Exits 1 if any file could not be classified (its detection says why).
@@ -98,7 +110,7 @@ def classify(config, files, model, fmt):
     from .classify import classify_files
 
     setup_logging("WARNING")
-    ok = asyncio.run(classify_files(config, list(files), model=model, fmt=fmt))
+    ok = asyncio.run(classify_files(config, list(files), model=model, fmt=fmt, windows=windows))
     sys.exit(0 if ok else 1)
 
 
@@ -141,12 +153,15 @@ def plugins(show_options, as_json):
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="The newest N detections.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto")
-def detections(config, db, stream, since, until, errors, limit, fmt):
-    """Show stored detections, oldest first: from the first configured sink that can read back
-    what it stored (the local store), or the file --db names."""
+@click.option("--windows", "windows", is_flag=True,
+              help="The window timeline instead: one line per window, absolute times where the "
+                   "segment's program date-time is known (--since/--until/--limit apply to windows).")
+def detections(config, db, stream, since, until, errors, limit, fmt, windows):
+    """Show stored detections (or, with --windows, their windows), oldest first: from the first
+    configured sink that can read back what it stored (the local store), or the file --db names."""
     from .capabilities import detection_store
     from .components import DetectionQuery
-    from .output import formatter_for
+    from .output import format_window, formatter_for
     from .plugins import registry
     from .settings import load_settings
 
@@ -154,6 +169,11 @@ def detections(config, db, stream, since, until, errors, limit, fmt):
     store = detection_store(registry(), configured, db)
     query = DetectionQuery(stream=stream, since=parse_time(since), until=parse_time(until),
                            errors_only=errors, limit=limit)
+    if windows:
+        as_text = fmt == "text" or (fmt == "auto" and sys.stdout.isatty())
+        for row in asyncio.run(store.query_windows(query)):
+            click.echo(format_window(row) if as_text else json.dumps(row))
+        return
     formatter = formatter_for(fmt, sys.stdout)
     for detection in asyncio.run(store.query(query)):
         click.echo(formatter(detection))

@@ -121,6 +121,13 @@ class Sink(Component):
         not create a store: a missing one is a ConfigError that says so."""
         raise NotImplementedError
 
+    async def query_windows(self, query: "DetectionQuery") -> list[dict]:
+        """The stored windows `query` selects (``detections --windows``), oldest first, as
+        JSON-ready rows; a queryable sink that keeps no windows says so with a ConfigError."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"sink {self.name!r} keeps no window timeline")
+
 
 @dataclass(frozen=True)
 class DetectionQuery:

@@ -64,6 +64,18 @@ def utc_now_iso() -> str:
     return iso_utc(datetime.now(timezone.utc))
 
 
+class WindowResult(BaseModel):
+    """One window of a segment: where it lies and what the model saw in it."""
+
+    start: float  # seconds from the segment's first frame (PTS); add the segment's start for UTC
+    end: float
+    frames: list[int]  # [first, last] frame ids sampled
+    label: str
+    probability: float
+    top_k: list[Label] = Field(default_factory=list)
+    concealed_frames: int = 0
+
+
 class Detection(BaseModel):
     """What livewatch concluded about one segment: a label, or an `error` a user can act on."""
 
@@ -83,6 +95,14 @@ class Detection(BaseModel):
     created_at: str = Field(default_factory=utc_now_iso)
     error: str | None = None
     start_clock: str | None = None  # where `start` comes from (see Segment.start_clock)
+    #: in time order; the segment-level label/probability/top_k are the mean of their probabilities
+    windows: list[WindowResult] = Field(default_factory=list)
+    #: window frames that did not decode and were concealed with the nearest decoded frame
+    concealed_frames: int = 0
+    segment_frames: int | None = None  # frames the segment held (from its first keyframe)
+    expected_frames: int | None = None  # frames its playlist's (or container's) duration states
+    truncated: bool = False  # classified on fewer frames than its stated duration holds
+    notes: list[str] = Field(default_factory=list)  # how the segment was read, in words
 
     @property
     def ok(self) -> bool:

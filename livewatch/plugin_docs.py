@@ -1,7 +1,8 @@
 """Describe a plugin's options (from its pydantic model) for `livewatch plugins` and the README."""
 from __future__ import annotations
 
-from typing import Literal, get_args, get_origin
+import types
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -9,6 +10,11 @@ from pydantic import BaseModel
 def _type_name(annotation) -> str:
     if get_origin(annotation) is Literal:
         return " or ".join(repr(a) for a in get_args(annotation))
+    if get_origin(annotation) in (Union, types.UnionType) and type(None) not in get_args(annotation):
+        # e.g. Literal["center", "cover"] | PositiveInt (`X | None` reads well as it is)
+        return " or ".join(_type_name(a) for a in get_args(annotation))
+    if get_origin(annotation) is Annotated:  # PositiveInt and the like: the type, not its checks
+        return _type_name(get_args(annotation)[0])
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("pathlib.", "").replace(" | ", " or ")
 

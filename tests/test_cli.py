@@ -5,7 +5,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from livewatch.contract import Detection
+from livewatch.contract import Detection, WindowResult
 from livewatch.sinks.local import LocalStore
 
 LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
@@ -76,3 +76,30 @@ def test_detections_queries_the_configured_store(tmp_path):
     assert missing.returncode == 2 and "no local store at" in missing.stderr
     bad = lw("detections", "--since", "yesterday", cwd=tmp_path)
     assert bad.returncode == 2 and "use an age like 10m" in bad.stderr
+
+
+def test_classify_refuses_an_unknown_windows_value(tmp_path):
+    result = lw("classify", tmp_path / "x.ts", "--windows", "0")
+    assert result.returncode == 2
+    assert '"center", "cover" or a number of windows >= 1, not \'0\'' in result.stderr
+
+
+def test_detections_windows_prints_the_window_timeline(tmp_path):
+    db = tmp_path / "d.db"
+    store = LocalStore(db)
+    start = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
+    windows = [WindowResult(start=5.0 * k, end=5.0 * (k + 1), frames=[125 * k, 125 * k + 124],
+                            label=label, probability=0.7) for k, label in enumerate(["walk", "run"])]
+    store.write(Detection(uri="/l/0.ts", stream="cam1", sequence=0, label="walk", probability=0.6,
+                          start=start, windows=windows))
+    store.close()
+
+    out = lw("detections", "--db", db, "--windows", "--format", "json", check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["start"], r["end"], r["label"]) for r in rows] == [
+        ("2026-11-28T06:00:00.000Z", "2026-11-28T06:00:05.000Z", "walk"),
+        ("2026-11-28T06:00:05.000Z", "2026-11-28T06:00:10.000Z", "run")]
+    since = lw("detections", "--db", db, "--windows", "--since", "2026-11-28T06:00:03Z",
+               "--format", "text", check=True).stdout.splitlines()
+    assert since == ["2026-11-28T06:00:05.000Z - 06:00:10.000Z  cam1 #0  run  0.70  "
+                     "(frames 125-249)  /l/0.ts"]

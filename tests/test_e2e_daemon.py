@@ -81,12 +81,14 @@ def test_classify_prints_one_detection_per_file(tmp_path, random_i3d_dir):
     bad.write_text("this is not a video")
     gone = tmp_path / "gone.ts"
     result = subprocess.run(
-        [LIVEWATCH, "classify", str(good), str(bad), str(gone), "--model", str(random_i3d_dir)],
+        [LIVEWATCH, "classify", str(good), str(bad), str(gone), "--model", str(random_i3d_dir),
+         "--windows", "2"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 1, result.stderr  # one file failed
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["uri"] for d in lines] == [str(good), str(bad), str(gone)]
     assert lines[0]["error"] is None and lines[0]["label"]
+    assert [w["frames"] for w in lines[0]["windows"]] == [[17, 48], [51, 82]]  # GluonCV's N=2 of 100
     assert lines[1]["label"] is None and lines[1]["error"].startswith("not a video")
     assert lines[2]["error"].startswith("segment file is gone")

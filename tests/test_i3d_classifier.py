@@ -4,6 +4,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -12,7 +13,7 @@ from livewatch.errors import ModelError, SegmentError
 from livewatch.daemon import classify_segment
 from livewatch.model.i3d_classifier import I3DClassifier
 from livewatch.model.preprocess import to_tensor
-from livewatch.model.video import decode_clip
+from livewatch.model.video import decode_segment
 from livewatch.plugins import Registry, make_plugin_manager
 from livewatch.testing.models import TEST_CLASSES, reference_forward
 
@@ -99,8 +100,8 @@ def test_i3d_registers_through_the_hook_with_validated_options():
 async def test_classify_matches_a_direct_mxnet_forward_and_never_blocks_the_loop(
     random_i3d_dir, video_factory
 ):
-    video = video_factory("segment.ts", seconds=3, fps=25, size=(640, 360))
-    classifier = I3DClassifier(I3DClassifier.Options(model=str(random_i3d_dir), top_k=3, device="cpu"))
+    video = video_factory("segment.ts", seconds=2, fps=25, size=(640, 360))  # 50 frames: 2 windows
+    classifier = I3DClassifier(I3DClassifier.Options(model=str(random_i3d_dir), top_k=5, device="cpu"))
     threads = Threads()
     async with LoopWatch() as watch:
         try:
@@ -113,17 +114,26 @@ async def test_classify_matches_a_direct_mxnet_forward_and_never_blocks_the_loop
     assert watch.ticks >= 3, f"the event loop turned {watch.ticks} times in {watch.longest:.2f}s"
     assert classifier_threads() == []
 
-    clip = decode_clip(video)
-    reference = reference_forward(random_i3d_dir, to_tensor(clip.frames))[0]
+    decoded = decode_segment(video, windows="cover")
+    per_window = reference_forward(random_i3d_dir, np.concatenate([to_tensor(f) for f in decoded.frames]))
+    reference = per_window.mean(axis=0)  # the segment: the mean of its windows' probabilities
     best = reference.argsort()[::-1]
     assert detection.ok and (detection.uri, detection.stream, detection.sequence) == (str(video), "cam1", 7)
     assert detection.label == TEST_CLASSES[best[0]]
     assert detection.probability == pytest.approx(reference[best[0]], abs=1e-5)
     assert [(t.label, round(t.probability, 5)) for t in detection.top_k] == [
-        (TEST_CLASSES[i], round(float(reference[i]), 5)) for i in best[:3]
+        (TEST_CLASSES[i], round(float(reference[i]), 5)) for i in best
     ]
     assert (detection.model.name, detection.model.version) == ("random-i3d", "seed0")
-    assert detection.frames == clip.indices and len(detection.frames) == 32
+    assert [w.frames for w in detection.windows] == [[0, 31], [18, 48]]  # the 2nd ends on the last
+    assert detection.frames == [i for w in decoded.windows for i in w.indices]
+    for window, row in zip(detection.windows, per_window, strict=True):
+        assert window.label == TEST_CLASSES[row.argmax()]
+        assert window.probability == pytest.approx(row.max(), abs=1e-5)
+    # The segment's label is the argmax of the mean of the windows' probabilities.
+    mean = {c: np.mean([{t.label: t.probability for t in w.top_k}[c] for w in detection.windows])
+            for c in TEST_CLASSES}
+    assert detection.label == max(mean, key=mean.get)
     assert detection.decode_ms > 0 and detection.infer_ms > 0
 
 
@@ -165,7 +175,11 @@ async def test_classify_live_hls_segments_and_a_bad_file(tiny_i3d_dir, hls_strea
     for detection, segment in zip(good, segments, strict=True):
         assert detection.ok and detection.uri == str(segment) and detection.stream == "stream"
         assert detection.label in TEST_CLASSES and len(detection.top_k) == 2
-        assert detection.frames == decode_clip(segment, new_length=8, size=(171, 128)).indices
+        windows = decode_segment(segment, new_length=8, new_step=8, windows="cover",
+                                 size=(171, 128)).windows
+        assert detection.frames == [i for w in windows for i in w.indices]
+        assert [(w.start, w.end) for w in detection.windows] == [(w.start, w.end) for w in windows]
+        assert len(windows) == 4 and windows[0].start == 0 and windows[-1].end == 10.0
         assert detection.model.name == "tiny-i3d"
     assert not failed.ok and failed.uri == str(bad) and failed.error
 
@@ -225,8 +239,8 @@ async def test_segments_waiting_together_share_a_forward_pass_with_the_same_resu
         await alone.close()
         await batched.close()
 
-    assert one_by_one.sizes == [1] * 6
-    assert together.sizes[:2] == [4, 2] and together.sizes[2:] == [1]  # 6 good clips, max_batch 4
+    assert one_by_one.sizes == [4] * 6  # each segment's 4 windows are one batch
+    assert together.sizes[:2] == [16, 8] and together.sizes[2:] == [4]  # 6 good, max_batch 4
     threads.assert_off_the_loop()
     assert watch.ticks >= 3, f"the event loop turned {watch.ticks} times in {watch.longest:.2f}s"
     for mine, theirs, path in zip(got, expected, paths, strict=True):

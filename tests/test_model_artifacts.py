@@ -92,6 +92,7 @@ def test_files_in_one_top_level_folder_and_defaults_without_model_json(random_i3
 def test_the_tiny_variant_reads_8_frames_at_112(tiny_i3d_dir):
     model = MXNetModel.load(resolve_model(str(tiny_i3d_dir)), device="cpu")
     assert (model.meta.frames, model.meta.crop, model.meta.resize) == (8, 112, (171, 128))
+    assert model.meta.step == 8
     small = random_batch(frames=8, crop=112)
     assert_same_prediction(model.predict(small), reference_forward(tiny_i3d_dir, small))
 
@@ -303,3 +304,46 @@ def test_threads_bound_the_openmp_pool_when_mxnet_loads():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.split() == ["1", "1"]
+
+
+# -- the temporal stride (model.json "step") ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "1.5", '"2"', "null"])
+def test_an_unknown_step_is_a_start_up_error_naming_the_file_and_field(tiny_i3d_dir, tmp_path, value):
+    model_dir = with_input_shape(tiny_i3d_dir, tmp_path / "m", frames=8, crop=112,
+                                 resize=(171, 128), name="m")
+    (model_dir / "model.json").write_text(f'{{"frames": 8, "step": {value}}}')
+    with pytest.raises(ModelError) as err:
+        resolve_model(str(model_dir))
+    assert str(err.value).startswith(f"{model_dir / 'model.json'} is invalid: step: ")
+
+
+def test_step_defaults_to_1_and_is_read(random_i3d_dir, tiny_i3d_dir, tmp_path):
+    assert resolve_model(str(random_i3d_dir)).meta.step == 1
+    model_dir = with_input_shape(tiny_i3d_dir, tmp_path / "m", frames=8, crop=112,
+                                 resize=(171, 128), name="m")
+    (model_dir / "model.json").write_text('{"frames": 8, "crop": 112, "resize": [171, 128], "step": 2}')
+    assert resolve_model(str(model_dir)).meta.step == 2
+
+
+def test_zoo_models_get_the_stride_gluoncv_trained_them_with(monkeypatch, tmp_path):
+    """GluonCV's tables: every I3D-ResNet is "32 (64/2)" but Something-Something's "16 (32/2)"."""
+    import gluoncv.model_zoo
+
+    from livewatch.model import artifacts_zoo
+    from livewatch.training.nets import SMALL, build_network
+
+    assert set(artifacts_zoo.zoo_names()) <= set(artifacts_zoo.ZOO_INPUT)
+    assert artifacts_zoo.ZOO_INPUT["i3d_resnet50_v1_ucf101"] == (32, 2)
+    assert artifacts_zoo.ZOO_INPUT["i3d_resnet50_v1_sthsthv2"] == (16, 2)
+
+    def small_net(name, pretrained, root):  # stands in for the download: same export path after it
+        net = build_network(SMALL, 2, pretrained=False)
+        net.classes = ["a", "b"]
+        return net
+
+    monkeypatch.setattr(gluoncv.model_zoo, "get_model", small_net)
+    meta = resolve_model("i3d_resnet50_v1_ucf101", cache_dir=tmp_path).meta
+    assert (meta.frames, meta.step) == (32, 2)
+    assert '"step": 2' in (tmp_path / "zoo" / "i3d_resnet50_v1_ucf101" / "model.json").read_text()

@@ -31,6 +31,7 @@ from gluoncv.data import VideoClsCustom
 from gluoncv.data.transforms.video import VideoGroupValTransform
 
 from livewatch.model.preprocess import MEAN, STD, load_tensor, to_tensor
+from livewatch.model.video import decode_segment
 from livewatch.testing.media import write_hls_stream, write_video
 
 MEAN_BOUND = 0.1
@@ -42,12 +43,16 @@ FAR_FACTOR = 5
 class FullDecodeReader:
     """A decord ``VideoReader`` stand-in: every frame of `path`, resized as GluonCV's loaders do."""
 
+    _decoded: dict = {}  # (path, width, height): frames, so each medium is decoded once per run
+
     def __init__(self, path: str, width: int, height: int, num_threads: int = 1):
-        with av.open(path) as container:
-            rgb = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        self.frames = np.stack(
-            [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in rgb]
-        )
+        if (path, width, height) not in self._decoded:
+            with av.open(path) as container:
+                rgb = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            self._decoded[path, width, height] = np.stack(
+                [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in rgb]
+            )
+        self.frames = self._decoded[path, width, height]
         self.frame_ids: list[int] = []
 
     def __len__(self) -> int:
@@ -58,8 +63,10 @@ class FullDecodeReader:
         return SimpleNamespace(asnumpy=lambda: self.frames[self.frame_ids])
 
 
-def gluoncv_reference(path: Path) -> tuple[np.ndarray, FullDecodeReader]:
-    """GluonCV's test-time tensor for `path`, and the reader (its frames and the ids it served)."""
+def gluoncv_reference(path: Path, new_step: int = 1,
+                      num_segments: int = 1) -> tuple[np.ndarray, FullDecodeReader]:
+    """GluonCV's test-time tensor for `path` ((num_segments, 3, 32, 224, 224)), and the reader
+    (its frames and the ids it served)."""
     readers: list[FullDecodeReader] = []
 
     def video_reader(*args, **kwargs):
@@ -71,9 +78,9 @@ def gluoncv_reference(path: Path) -> tuple[np.ndarray, FullDecodeReader]:
         setting="",
         train=False,
         test_mode=True,
-        num_segments=1,
+        num_segments=num_segments,
         new_length=32,
-        new_step=1,
+        new_step=new_step,
         new_width=340,
         new_height=256,
         lazy_init=True,
@@ -153,6 +160,25 @@ def test_tensor_matches_gluoncv_reference(name, request):
         late = transformed(reader.frames[[i + gop for i in clip.indices]])
         off = np.abs(ours - late).mean()
         assert off > FAR_FACTOR * diff.mean()
+
+
+@pytest.mark.parametrize(("new_step", "windows"), [(2, 1), (2, 3)])
+@pytest.mark.parametrize("name", ["hls", "short", "mp4", "ntsc"])
+def test_stride_and_n_windows_match_gluoncvs_num_segments_loader(name, new_step, windows, request):
+    """The zoo's stride (32 frames every 2nd) and N windows (GluonCV's ``num_segments=N``), one
+    decode pass: the same frames as GluonCV's loader, tensors within the same bounds."""
+    path, _ = request.getfixturevalue(name)
+    decoded = decode_segment(path, 32, new_step, windows)
+    ours = np.concatenate([to_tensor(frames) for frames in decoded.frames])
+    reference, reader = gluoncv_reference(path, new_step=new_step, num_segments=windows)
+
+    assert [i for w in decoded.windows for i in w.indices] == reader.frame_ids
+    assert decoded.num_frames == len(reader)
+    assert ours.shape == reference.shape == (windows, 3, 32, 224, 224)
+    diff = np.abs(ours - reference)
+    assert diff.mean() < MEAN_BOUND
+    assert np.percentile(diff, 99.9) < P999_BOUND
+    assert diff.max() < MAX_BOUND
 
 
 @pytest.mark.parametrize("size", [(340, 256), (341, 257), (227, 225)])

@@ -105,7 +105,8 @@ def test_package_layout_ships_the_daemons_preprocessing(trained):
         names = set(tar.getnames())
         assert {"model-symbol.json", "model-0000.params", "classes.txt", "model.json",
                 "code/inference.py", "code/requirements.txt"} <= names
-        for rel in ("model/video.py", "model/preprocess.py", "model/sampling.py", "errors.py"):
+        for rel in ("model/video.py", "model/windows.py", "model/preprocess.py", "model/sampling.py",
+                    "errors.py"):
             shipped = tar.extractfile(f"code/livewatch/{rel}").read()
             assert shipped == (REPO / "livewatch" / rel).read_bytes(), rel
 
@@ -277,8 +278,9 @@ def test_model_train_command_reports_epochs_with_a_progress_bar_and_exports(tiny
     out = tmp_path / "model"
     result = CliRunner().invoke(cli(), [
         "model", "train", str(tiny_set), "--out", str(out), "--backbone", "small3d",
-        "--no-pretrained", "--epochs", "2", "--frames", "4", "--crop", "32", "--resize", "43x32",
-        "--batch-size", "2", "--optimizer", "adam", "--lr", "0.003", "--name", "tiny"])
+        "--no-pretrained", "--epochs", "2", "--frames", "4", "--step", "2", "--crop", "32",
+        "--resize", "43x32", "--batch-size", "2", "--optimizer", "adam", "--lr", "0.003",
+        "--name", "tiny"])
     assert result.exit_code == 0, result.output
     assert "small3d (from scratch) on 6 clips, validating on 2" in result.stdout
     for epoch in (1, 2):
@@ -288,6 +290,9 @@ def test_model_train_command_reports_epochs_with_a_progress_bar_and_exports(tiny
     assert {p.name for p in out.iterdir()} == {"model-symbol.json", "model-0000.params",
                                                "classes.txt", "model.json"}
     assert (out / "classes.txt").read_text().split() == ["pan_left", "still"]
+    assert json.loads((out / "model.json").read_text())["step"] == 2  # what it trained with
+    info = CliRunner().invoke(cli(), ["model", "info", str(out)])
+    assert "stride:       every 2. frame: a window spans 8 frames" in info.output, info.output
     detections = classify_videos(out, [tiny_set / "still" / "still_000.mp4"])
     assert detections[0].ok and detections[0].label in ("pan_left", "still")
     assert detections[0].model.name == "tiny"

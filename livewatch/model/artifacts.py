@@ -8,10 +8,11 @@ A model is a directory holding
 - ``model.json`` (optional): metadata, every key optional::
 
       {"name": "ucf101-finetuned", "version": "2024-05-01",
-       "frames": 32, "crop": 224, "resize": [340, 256],
+       "frames": 32, "step": 1, "crop": 224, "resize": [340, 256],
        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
-  ``frames`` consecutive frames are read from the middle of a segment, resized to ``resize``
+  ``frames`` frames, every ``step``-th (GluonCV's ``new_length`` and ``new_step``: the stride the
+  model was trained with), make a window of a segment; each is resized to ``resize``
   (width, height), center-cropped to ``crop`` x ``crop`` and normalised with ``mean``/``std``.
   Without a name the directory's (or archive's) name is used; without a version, a checksum.
 
@@ -58,7 +59,11 @@ class ModelMeta(BaseModel):
 
     name: str | None = None
     version: str | None = None
-    frames: int = Field(DEFAULT_META["frames"], ge=1, description="consecutive frames per clip")
+    frames: int = Field(DEFAULT_META["frames"], ge=1,
+                        description="frames per window (GluonCV's new_length)")
+    step: int = Field(DEFAULT_META["step"], ge=1, strict=True,
+                      description="a window takes every step-th frame (GluonCV's new_step): the "
+                      "stride the model was trained with")
     crop: int = Field(DEFAULT_META["crop"], ge=1,
                       description="center crop, in pixels, of each resized frame")
     resize: tuple[int, int] = Field(DEFAULT_META["resize"],

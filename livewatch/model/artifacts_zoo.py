@@ -30,6 +30,22 @@ from .artifacts import (
 ZOO_NAME = re.compile(r"^i3d_(nl\d+_)?resnet\d+_v1_\w+$")
 
 
+#: The input each zoo model was trained on, (frames, step) = GluonCV's (new_length, new_step), as
+#: GluonCV's model-zoo tables give its "Clip Length" ("32 (64/2)": 32 frames over 64, every 2nd):
+#: docs/model_zoo/csv_tables/Action_Recognitions/{UCF101,HMDB51,Kinetics400,Something-Something-V2}.csv
+ZOO_INPUT = {
+    "i3d_resnet50_v1_ucf101": (32, 2),
+    "i3d_resnet50_v1_hmdb51": (32, 2),
+    "i3d_resnet50_v1_kinetics400": (32, 2),
+    "i3d_resnet101_v1_kinetics400": (32, 2),
+    "i3d_nl5_resnet50_v1_kinetics400": (32, 2),
+    "i3d_nl10_resnet50_v1_kinetics400": (32, 2),
+    "i3d_nl5_resnet101_v1_kinetics400": (32, 2),
+    "i3d_nl10_resnet101_v1_kinetics400": (32, 2),
+    "i3d_resnet50_v1_sthsthv2": (16, 2),
+}
+DEFAULT_ZOO_INPUT = (32, 2)  # every I3D-ResNet of the tables but one is 32 (64/2)
+
 #: Seconds a stalled download may wait for the server (GluonCV's downloader sets no timeout).
 DOWNLOAD_TIMEOUT = 60.0
 
@@ -76,7 +92,8 @@ def fetch_zoo_model(name: str, cache: Path) -> ModelArtifact:
             f"({type(exc).__name__}: {exc}). Without network access, point the model option at a "
             f"local model directory or model.tar.gz instead (or set MXNET_GLUON_REPO to a mirror)"
         ) from exc
-    meta = ModelMeta(name=name, version=short_hash(name))
+    frames, step = ZOO_INPUT.get(name, DEFAULT_ZOO_INPUT)
+    meta = ModelMeta(name=name, version=short_hash(name), frames=frames, step=step)
     export_block(net, dest, classes=list(net.classes), meta=meta)
     return load_artifact(dest)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from livewatch.components import Classifier, Options
-from livewatch.contract import Detection, Label, ModelInfo, Segment
+from livewatch.contract import Detection, Label, ModelInfo, Segment, WindowResult
 from livewatch.errors import ConfigError, ModelError, SegmentError, TransientError
 from livewatch.hookspecs import hookimpl
 from livewatch.plugins import registry
@@ -33,11 +33,11 @@ from livewatch.plugins import registry
 from .backend import Backend, BackendOptions, Device
 from .resolve import resolve_model
 from .preprocess import to_tensor
-from .video import CODECS, MAX_SECONDS, decode_clip
+from .video import CODECS, MAX_SECONDS, decode_segment
 
 if TYPE_CHECKING:
     from .loaded_model import LoadedModel
-    from .video import Clip
+    from .windows import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ class I3DOptions(Options):
     codecs: list[str] = Field(
         list(CODECS), description="video codecs accepted (FFmpeg names); others are error "
         "detections, refused before decoding"
+    )
+    windows: Literal["center", "cover"] | PositiveInt = Field(
+        "cover", description='windows classified per segment: "center" (GluonCV\'s test '
+        'window), N (GluonCV\'s num_segments=N test windows) or "cover" (enough windows spread '
+        'evenly that every frame lies in one: ceil(frames / (model frames x step)))'
     )
     max_segment_seconds: float = Field(
         MAX_SECONDS, gt=0, description="a longer segment is an error detection, refused before "
@@ -123,7 +128,7 @@ class I3DClassifier(Classifier):
         result: asyncio.Future = loop.create_future()
         self._decoding += 1
         try:
-            clip, tensor, preprocess_ms = await loop.run_in_executor(
+            decoded, tensor, preprocess_ms = await loop.run_in_executor(
                 self._executor, prepare, model, segment, self.options)
             self._ready.append((tensor, result))
         except (SegmentError, TransientError, OSError):
@@ -134,7 +139,7 @@ class I3DClassifier(Classifier):
             self._decoding -= 1
             self._run_ready()  # with this clip, or without it if it failed: a batch may be due
         probs, forward_ms = await result
-        return describe(model, segment, clip, probs, preprocess_ms + forward_ms, self.options.top_k)
+        return describe(model, segment, decoded, probs, preprocess_ms + forward_ms, self.options.top_k)
 
     def _run_ready(self) -> None:
         """Start a forward pass over the waiting clips once the batch is full, or once no other
@@ -164,9 +169,10 @@ class I3DClassifier(Classifier):
                 if not result.done():
                     result.set_exception(exc)
             return
-        for row, (_, result) in zip(probs, batch):
+        rows = np.cumsum([len(t) for t, _ in batch])[:-1]  # each segment's windows are its rows
+        for part, (_, result) in zip(np.split(probs, rows), batch):
             if not result.done():  # its caller may have timed out meanwhile
-                result.set_result((row, forward_ms))
+                result.set_result((part, forward_ms))
 
     async def close(self) -> None:
         for task in list(self._batches):
@@ -221,43 +227,65 @@ def load_model(options: I3DOptions) -> "LoadedModel":
 
 
 def prepare(model: "LoadedModel", segment: Segment,
-            options: I3DOptions | None = None) -> tuple["Clip", np.ndarray, float]:
-    """Decode `segment`'s window and make the model's input from it. Blocking.
+            options: I3DOptions | None = None) -> tuple["Decoded", np.ndarray, float]:
+    """Decode `segment`'s windows and make the model's input from them. Blocking.
 
-    Returns the clip, the (1, 3, T, crop, crop) tensor and the preprocessing time in ms. Raises
-    SegmentError for a segment that is not decodable video.
+    Returns the decoded windows, the (windows, 3, T, crop, crop) tensor and the preprocessing
+    time in ms. Raises SegmentError for a segment that is not decodable video.
     """
     meta, limits = model.meta, options or I3DOptions()
     with segment.open() as f:
-        clip = decode_clip(f, new_length=meta.frames, size=meta.resize, codecs=limits.codecs,
-                           max_seconds=limits.max_segment_seconds)
+        decoded = decode_segment(f, new_length=meta.frames, new_step=meta.step, windows=limits.windows,
+                                 size=meta.resize, codecs=limits.codecs,
+                                 max_seconds=limits.max_segment_seconds,
+                                 stated_seconds=segment.duration)
     started = time.perf_counter()
-    tensor = to_tensor(clip.frames, crop=meta.crop, mean=meta.mean, std=meta.std)
-    return clip, tensor, (time.perf_counter() - started) * 1000.0
+    tensor = np.concatenate([to_tensor(frames, crop=meta.crop, mean=meta.mean, std=meta.std)
+                             for frames in decoded.frames])
+    return decoded, tensor, (time.perf_counter() - started) * 1000.0
 
 
 def _timed_predict(model: "LoadedModel", tensors: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """One forward pass over the (1, 3, T, H, W) `tensors`; (N, classes) probabilities and ms."""
+    """One forward pass over the (windows, 3, T, H, W) `tensors`; (N, classes) probabilities and ms."""
     started = time.perf_counter()
     probs = model.predict(np.concatenate(tensors) if len(tensors) > 1 else tensors[0])
     return probs, (time.perf_counter() - started) * 1000.0
 
 
-def describe(model: "LoadedModel", segment: Segment, clip: "Clip", probs: np.ndarray,
+def describe(model: "LoadedModel", segment: Segment, decoded: "Decoded", probs: np.ndarray,
              infer_ms: float, top_k: int = 5) -> Detection:
-    """The detection for one row of the model's output. ``infer_ms`` counts the preprocessing
-    (crop, normalise) and the forward pass (the whole batch's, when batched); ``decode_ms`` the
-    decoding."""
-    best = [Label(label=label, probability=p) for label, p in model.top_k(probs, top_k)]
+    """The detection for a segment's rows of the model's output, one per window: each window's
+    labels, and the segment's from the mean of the windows' probabilities. ``infer_ms`` counts
+    the preprocessing (crop, normalise) and the forward pass (the whole batch's, when batched);
+    ``decode_ms`` the decoding."""
+    probs = np.asarray(probs).reshape(len(decoded.windows), -1)
+
+    def labels(row: np.ndarray) -> list[Label]:
+        return [Label(label=label, probability=p) for label, p in model.top_k(row, top_k)]
+
+    windows = []
+    for span, row in zip(decoded.windows, probs):
+        best = labels(row)
+        windows.append(WindowResult(
+            start=span.start, end=span.end, frames=[span.indices[0], span.indices[-1]],
+            label=best[0].label, probability=best[0].probability, top_k=best,
+            concealed_frames=span.concealed))
+    best = labels(probs.mean(axis=0))
     return Detection.for_segment(
         segment,
         label=best[0].label,
         probability=best[0].probability,
         top_k=best,
         model=ModelInfo(name=model.artifact.name, version=model.artifact.version),
-        frames=clip.indices,
-        decode_ms=round(clip.decode_ms, 1),
+        frames=[i for span in decoded.windows for i in span.indices],
+        decode_ms=round(decoded.decode_ms, 1),
         infer_ms=round(infer_ms, 1),
+        windows=windows,
+        concealed_frames=decoded.concealed_frames,
+        segment_frames=decoded.num_frames,
+        expected_frames=decoded.expected_frames,
+        truncated=decoded.truncated,
+        notes=decoded.notes,
     )
 
 

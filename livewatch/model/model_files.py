@@ -16,9 +16,9 @@ CLASSES_FILE = "classes.txt"
 META_FILE = "model.json"
 REQUIRED_FILES = (SYMBOL_FILE, PARAMS_FILE, CLASSES_FILE)
 
-#: What ``model.json`` may leave out: 32 frames, resized to 340x256, center-cropped to 224, with
+#: What ``model.json`` may leave out: 32 consecutive frames (step 1), resized to 340x256, center-cropped to 224, with
 #: ImageNet's mean and standard deviation.
-DEFAULT_META = {"frames": 32, "crop": 224, "resize": (340, 256),
+DEFAULT_META = {"frames": 32, "step": 1, "crop": 224, "resize": (340, 256),
                 "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 

@@ -1,13 +1,19 @@
-"""Decode the frames of a segment the model needs, and only those, with PyAV.
+"""Decode the frames of a segment the model needs, in one in-order pass, with PyAV.
 
 Frames are numbered as a full decode from the start would output them: in presentation order,
 from the segment's first keyframe (what comes before it cannot be decoded). The demuxer gives
 every packet's timestamp and keyframe flag without decoding anything, which is enough to count
-frames, pick the window (`sampling.window_indices`) and find the keyframe to start decoding from.
+frames, plan the windows (`sampling.plan_windows`) and find the keyframe to start decoding from.
 ``container.seek`` is not used: on MPEG-TS it lands on the keyframe *after* the requested time.
+Where the decode timestamps run backwards (two encodes spliced into one file), a new run of frames
+begins: each run is ordered on its own, after the one before it.
 
-A truncated segment is classified on what it holds: frames are counted from the packets the
-demuxer could read, and a frame FFmpeg can only partly decode is taken as FFmpeg conceals it.
+Corrupt input is survived, not trusted: every FFmpeg/PyAV failure is a `SegmentError` in words;
+a packet that does not decode is skipped and decoding goes on; the frames of a window that did not
+decode are concealed with the window's nearest decoded frame (`windows.assemble`), and a window is
+refused only when more than `MAX_MISSING` of it is missing. A truncated segment is classified on
+what it holds, and says so: its frames are counted against the duration its playlist (or
+container) states.
 
 Runs in an executor thread; nothing here touches asyncio.
 """
@@ -25,9 +31,14 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from livewatch.errors import SegmentError
-from livewatch.model.sampling import window_indices
+from livewatch.model.sampling import Windows, plan_windows
+from livewatch.model.windows import MAX_MISSING, Decoded, assemble
 
 BILINEAR = Interpolation.BILINEAR
+
+AV_FAILURES = (av.FFmpegError, IndexError, KeyError, ValueError, RuntimeError, MemoryError)
+"""What PyAV raises on corrupt input besides FFmpeg's own errors (e.g. IndexError from its
+demuxer when corruption makes a new stream appear mid-file)."""
 
 
 def _one_scaler_thread() -> dict:
@@ -58,7 +69,7 @@ MAX_SECONDS = 60.0
 
 @dataclass
 class Clip:
-    """A segment's window of frames, ready for `preprocess.to_tensor`."""
+    """A segment's one window of frames, ready for `preprocess.to_tensor`."""
 
     frames: np.ndarray  # uint8, (T, height, width, 3) RGB at the requested size
     indices: list[int]  # frame ids sampled, numbered as described above
@@ -67,56 +78,83 @@ class Clip:
     width: int  # the source size
     height: int
     decode_ms: float
+    concealed: int = 0  # window positions filled with a neighbouring frame
 
 
-def decode_clip(
+def decode_clip(src: str | os.PathLike | BinaryIO, new_length: int = 32, new_step: int = 1,
+                size: tuple[int, int] = (340, 256), codecs: tuple[str, ...] | list[str] = CODECS,
+                max_seconds: float | None = MAX_SECONDS) -> Clip:
+    """GluonCV's test window of `src` (`decode_segment` with ``windows="center"``)."""
+    decoded = decode_segment(src, new_length, new_step, "center", size, codecs, max_seconds)
+    window = decoded.windows[0]
+    return Clip(frames=decoded.frames[0], indices=window.indices, num_frames=decoded.num_frames,
+                fps=decoded.fps, width=decoded.width, height=decoded.height,
+                decode_ms=decoded.decode_ms, concealed=window.concealed)
+
+
+def decode_segment(
     src: str | os.PathLike | BinaryIO,
     new_length: int = 32,
     new_step: int = 1,
+    windows: Windows = "center",
     size: tuple[int, int] = (340, 256),
     codecs: tuple[str, ...] | list[str] = CODECS,
     max_seconds: float | None = MAX_SECONDS,
-) -> Clip:
-    """Decode GluonCV's test window of `src`, resized to `size` (width, height) by FFmpeg.
+    stated_seconds: float | None = None,
+    max_missing: float = MAX_MISSING,
+) -> Decoded:
+    """Decode the `windows` of `src` (see `sampling.plan_windows`), resized to `size` (width,
+    height) by FFmpeg, every frame decoded at most once and only the frames used scaled.
 
     The resize is swscale's bilinear inside the decoder, as decord's ``scale`` filter did it.
     Raises SegmentError, with the reason in words, for anything that is not decodable video, and
     OSError when `src` cannot be read at all. The container, the codec (`codecs`) and the
-    duration (`max_seconds`) are checked before any frame is decoded.
+    duration (`max_seconds`) are checked before any frame is decoded. `stated_seconds` is the
+    segment's duration as its playlist gives it (else the container's is used), to tell a
+    truncated segment.
     """
     started = time.perf_counter()
     if _byte_size(src) == 0:
         raise SegmentError("segment is empty (0 bytes)")
     try:
         container = av.open(src if hasattr(src, "read") else os.fspath(src))
-    except av.FFmpegError as e:
+    except AV_FAILURES as e:
         raise SegmentError(f"not a video: FFmpeg cannot read it as a media file ({_reason(e)})") from e
-    with container:
-        if not container.streams.video:
-            hint = " (audio only?)" if container.streams.audio else ""
-            raise SegmentError(f"not a video: no video stream in segment{hint}")
-        stream = container.streams.video[0]
-        _check_input(container, stream, codecs, max_seconds)
-        stream.codec_context.thread_count = 1  # faster than threads for a ~46-frame window on 2 cores
-        packets = _demux(container, stream)
-        _check_duration(stream, packets, max_seconds)
-        if len(packets) < MIN_FRAMES:
-            raise SegmentError(
-                f"segment too short: {len(packets)} decodable frame(s), "
-                f"at least {MIN_FRAMES} needed to show motion"
-            )
-        indices = window_indices(len(packets), new_length, new_step)
-        frames = _decode(stream, packets, indices, size)
-        rate = stream.average_rate
-        return Clip(
-            frames=np.stack([frames[i] for i in indices]),
-            indices=indices,
-            num_frames=len(packets),
-            fps=float(rate) if rate else None,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            decode_ms=(time.perf_counter() - started) * 1000,
+    try:
+        with container:
+            return _decode_open(container, new_length, new_step, windows, size, codecs,
+                                max_seconds, stated_seconds, max_missing, started)
+    except AV_FAILURES as e:  # a failure of PyAV itself (closing included): never a traceback
+        raise SegmentError(f"could not decode: {_reason(e)}") from e
+
+
+def _decode_open(container, new_length, new_step, windows, size, codecs, max_seconds,
+                 stated_seconds, max_missing, started) -> Decoded:
+    if not container.streams.video:
+        hint = " (audio only?)" if container.streams.audio else ""
+        raise SegmentError(f"not a video: no video stream in segment{hint}")
+    stream = container.streams.video[0]
+    _check_input(container, stream, codecs, max_seconds)
+    stream.codec_context.thread_count = 1  # faster than threads for a ~46-frame window on 2 cores
+    packets = _demux(container, stream)
+    _check_duration(stream, packets, max_seconds)
+    order, times = _number(packets, stream.time_base)
+    if len(order) < MIN_FRAMES:
+        raise SegmentError(
+            f"segment too short: {len(order)} decodable frame(s), "
+            f"at least {MIN_FRAMES} needed to show motion"
         )
+    plan = plan_windows(len(order), new_length, new_step, windows)
+    got = _decode(stream, packets, order, {i for w in plan for i in w}, size)
+    rate = stream.average_rate
+    fps = float(rate) if rate and rate > 0 else None
+    if stated_seconds is None and container.duration and container.duration > 0:
+        stated_seconds = container.duration / av.time_base
+    return assemble(
+        plan, got, times, new_step=new_step, fps=fps, stated_seconds=stated_seconds,
+        max_missing=max_missing, width=stream.codec_context.width,
+        height=stream.codec_context.height, decode_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 def _check_input(container, stream, codecs, max_seconds) -> None:
@@ -133,12 +171,20 @@ def _check_input(container, stream, codecs, max_seconds) -> None:
 
 
 def _check_duration(stream, packets, max_seconds) -> None:
-    """The demuxed packets' time span (the container's duration is only an estimate on MPEG-TS)."""
+    """The demuxed packets' time span (the container's duration is only an estimate on MPEG-TS).
+    Where two encodes are spliced, only each run's own span counts (see `_number`)."""
     if not max_seconds or not packets or stream.time_base is None:
         return
-    times = [p.pts for p in packets if p.pts is not None]
-    if times and (max(times) - min(times)) * stream.time_base > max_seconds:
-        seconds = float((max(times) - min(times)) * stream.time_base)
+    span, low, high, previous = 0, None, None, None
+    for p in packets:
+        if previous is not None and p.dts is not None and p.dts < previous:
+            span, low, high = span + (high - low), None, None  # a new run
+        if p.dts is not None:
+            previous = p.dts
+        low = p.pts if low is None else min(low, p.pts)
+        high = p.pts if high is None else max(high, p.pts)
+    seconds = float((span + (high - low)) * stream.time_base)
+    if seconds > max_seconds:
         raise SegmentError(f"segment too long: {seconds:.0f} s, the limit is {max_seconds:g} s")
 
 
@@ -153,28 +199,70 @@ def _byte_size(src: str | os.PathLike | BinaryIO) -> int | None:
     return os.stat(src).st_size
 
 
-def _reason(error: av.FFmpegError) -> str:
-    return error.strerror or str(error)
+def _reason(error: Exception) -> str:
+    if isinstance(error, av.FFmpegError):
+        return error.strerror or str(error)
+    return f"the demuxer or decoder failed on corrupt data ({type(error).__name__}: {error})"
 
 
 def _demux(container: av.container.InputContainer, stream: av.VideoStream) -> list[av.Packet]:
-    """The stream's packets in decode order from its first keyframe, cut short where data ends."""
+    """The stream's packets in decode order from its first keyframe, cut short where data ends.
+    Packets without a timestamp (a damaged header) cannot be placed and are left out, and so are
+    those of a spliced-on run before its own first keyframe (they refer to pictures not here)."""
     packets: list[av.Packet] = []
     try:
         for packet in container.demux(stream):
-            if packet.size:
+            if packet.size and packet.stream.index == stream.index:
                 packets.append(packet)
-    except av.FFmpegError as e:
+    except AV_FAILURES as e:
         if not packets:
             raise SegmentError(f"could not decode: {_reason(e)}") from e
     if not packets:
         raise SegmentError("not a video: the video stream holds no frames")
-    first = next((k for k, p in enumerate(packets) if p.is_keyframe), None)
-    if first is None:
-        raise SegmentError("could not decode: no keyframe in the segment to start from")
-    if any(p.pts is None for p in packets):
+    timed = [p for p in packets if p.pts is not None]
+    if not timed:
         raise SegmentError("could not decode: the video packets carry no timestamps")
-    return packets[first:]
+    kept, waiting, previous = [], True, None  # waiting: for the keyframe a run starts from
+    for p in timed:
+        if previous is not None and p.dts is not None and p.dts < previous:
+            waiting = True  # a new run (see `_number`): it too decodes from its first keyframe
+        if p.dts is not None:
+            previous = p.dts
+        waiting = waiting and not p.is_keyframe
+        if not waiting:
+            kept.append(p)
+    if not kept:
+        raise SegmentError("could not decode: no keyframe in the segment to start from")
+    return kept
+
+
+def _number(packets: list[av.Packet], time_base) -> tuple[list[int], list[float]]:
+    """Each packet's frame id (presentation order, run after run) and each frame's time in
+    seconds from the segment's first frame.
+
+    A run ends where the decode timestamps go backwards: two encodes spliced into one file, or a
+    timestamp wrap. Within a run frames are ordered by their presentation timestamps; a run's
+    times follow the one before it, one frame duration after its last frame.
+    """
+    runs: list[list[int]] = [[]]
+    previous = None
+    for k, p in enumerate(packets):
+        if previous is not None and p.dts is not None and p.dts < previous:
+            runs.append([])
+        if p.dts is not None:
+            previous = p.dts
+        runs[-1].append(k)
+    base = float(time_base) if time_base else 1 / 90000
+    order, times, offset = [0] * len(packets), [], 0.0
+    for run in runs:
+        ranked = sorted(run, key=lambda k: (packets[k].pts, k))
+        first_pts = packets[ranked[0]].pts
+        for k in ranked:
+            order[k] = len(times)
+            times.append(offset + (packets[k].pts - first_pts) * base)
+        steps = np.diff([packets[k].pts for k in ranked]) * base
+        offset = times[-1] + (float(np.median(steps)) if len(steps) else 0.04)
+    return order, times
 
 
 class RgbScaler:
@@ -189,39 +277,53 @@ class RgbScaler:
                                           interpolation=BILINEAR, **_ONE_THREAD).to_ndarray()
 
 
-def _decode(
-    stream: av.VideoStream, packets: list[av.Packet], indices: list[int], size: tuple[int, int]
-) -> dict[int, np.ndarray]:
-    """Decode from the last keyframe at or before the window until its last frame is out."""
-    presentation = sorted(p.pts for p in packets)
-    index_of = {pts: i for i, pts in enumerate(presentation)}
-    wanted = set(indices)
-    first_pts = presentation[indices[0]]
+def _decode(stream: av.VideoStream, packets: list[av.Packet], order: list[int], wanted: set[int],
+            size: tuple[int, int]) -> dict[int, np.ndarray]:
+    """The `wanted` frames that decode, by frame id: one pass in decode order from the last
+    keyframe at or before the first of them until the last is out (or the packets end).
+
+    Each packet's timestamps are replaced by its frame id (pts) and its place in decode order
+    (dts) before decoding, so a frame comes out named by its id whatever the input's timestamps
+    were (duplicated by a splice, or damaged). A packet the decoder rejects is skipped.
+    """
+    first = min(wanted)
     # No keyframe before the window happens only to leading frames of an open GOP: try from 0.
-    start = max((k for k, p in enumerate(packets) if p.is_keyframe and p.pts <= first_pts), default=0)
+    start = max((k for k, p in enumerate(packets) if p.is_keyframe and order[k] <= first), default=0)
     frames: dict[int, Future] = {}
     context = stream.codec_context
-    # The decoder is single-threaded (see decode_clip): the window's frames are scaled and
-    # converted on a second thread meanwhile, one scaler for the clip in decode order (a new one
-    # per frame costs as much again). FFmpeg releases the GIL for both, so at 1080p the clip
-    # takes ~max(decode, scale) instead of their sum; the pixels are the same either way.
+    # The decoder is single-threaded (see decode_segment): the wanted frames are scaled and
+    # converted on a second thread meanwhile, one scaler for the segment in decode order (a new
+    # one per frame costs as much again). FFmpeg releases the GIL for both, so at 1080p the
+    # windows take ~max(decode, scale) instead of their sum; the pixels are the same either way.
     with ThreadPoolExecutor(1, thread_name_prefix="scale") as pool:
         scale = RgbScaler(*size)
         try:
-            for packet in [*packets[start:], None]:
-                # A frame shown before the window that no other frame refers to (a non-reference
-                # B-frame) need not be decoded at all: ~1 in 6 of the frames from a live encoder.
-                before = packet is not None and packet.pts < first_pts
-                context.skip_frame = "NONREF" if before else "DEFAULT"
-                for frame in stream.decode(packet):
-                    i = index_of.get(frame.pts)
-                    if i in wanted:
+            for k in [*range(start, len(packets)), None]:
+                packet = None if k is None else packets[k]
+                if packet is not None:
+                    packet.pts, packet.dts = order[k], k
+                    # A frame no window uses that no other frame refers to (a non-reference
+                    # B-frame) need not be decoded at all: ~1 in 6 of the frames of a live encoder.
+                    context.skip_frame = "DEFAULT" if order[k] in wanted else "NONREF"
+                try:
+                    out = stream.decode(packet)
+                except AV_FAILURES:
+                    continue  # a damaged packet: its frame is missing, the decoder goes on
+                for frame in out:
+                    i = frame.pts
+                    if i in wanted and i not in frames:
                         frames[i] = pool.submit(scale, frame)
                 if len(frames) == len(wanted):
-                    return {i: f.result() for i, f in frames.items()}
-        except av.FFmpegError as e:
-            raise SegmentError(f"could not decode: {_reason(e)}") from e
+                    break
         finally:
             context.skip_frame = "DEFAULT"
-    missing = sorted(wanted - frames.keys())
-    raise SegmentError(f"could not decode: frame(s) {missing} of {len(packets)} did not decode")
+        return {i: image for i, image in ((i, _result(f)) for i, f in frames.items())
+                if image is not None}
+
+
+def _result(future: Future) -> np.ndarray | None:
+    """A scaled frame, or None where swscale rejected a damaged frame (it is then missing)."""
+    try:
+        return future.result()
+    except AV_FAILURES:
+        return None

@@ -1,4 +1,5 @@
-"""The `local` sink, the default: an embedded SQLite store of detections, one row per segment.
+"""The `local` sink, the default: an embedded SQLite store of detections, one row per segment,
+and of their windows, one row per window (`livewatch detections --windows`).
 
 SQLite because it is in the standard library, durable (WAL + synchronous=FULL: `write` returns
 only once the row is on disk, which is what lets the daemon acknowledge), and queryable by
@@ -10,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pydantic import Field
@@ -35,6 +36,30 @@ CREATE TABLE IF NOT EXISTS detections (
     detection   TEXT NOT NULL   -- the whole detection as JSON
 );
 CREATE INDEX IF NOT EXISTS detections_stream_at ON detections (stream, at);
+CREATE TABLE IF NOT EXISTS windows (
+    uri          TEXT NOT NULL,     -- the segment's (detections.uri)
+    n            INTEGER NOT NULL,  -- the window's place in its segment, from 0
+    stream       TEXT NOT NULL,
+    sequence     INTEGER,
+    at           TEXT NOT NULL,     -- UTC ISO-8601: `start`, else the segment's `at` (for order)
+    start        TEXT,              -- UTC ISO-8601, when the segment's program date-time is known
+    end          TEXT,
+    offset_start REAL NOT NULL,     -- seconds from the segment's first frame
+    offset_end   REAL NOT NULL,
+    first_frame  INTEGER NOT NULL,
+    last_frame   INTEGER NOT NULL,
+    label        TEXT NOT NULL,
+    probability  REAL NOT NULL,
+    PRIMARY KEY (uri, n)
+);
+CREATE INDEX IF NOT EXISTS windows_stream_at ON windows (stream, at);
+"""
+
+INSERT_WINDOW = """
+INSERT INTO windows (uri, n, stream, sequence, at, start, end, offset_start, offset_end,
+                     first_frame, last_frame, label, probability)
+VALUES (:uri, :n, :stream, :sequence, :at, :start, :end, :offset_start, :offset_end,
+        :first_frame, :last_frame, :label, :probability)
 """
 
 UPSERT = """
@@ -61,12 +86,15 @@ class LocalStore:
         self.db.executescript(SCHEMA)
 
     def write(self, d: Detection) -> None:
-        with self.db:
+        at = iso_utc(d.start) if d.start else d.created_at
+        with self.db:  # one transaction: the detection and its windows, replacing earlier ones
+            self.db.execute("DELETE FROM windows WHERE uri = ?", (d.uri,))
+            self.db.executemany(INSERT_WINDOW, window_rows(d, at))
             self.db.execute(UPSERT, {
                 "uri": d.uri,
                 "stream": d.stream,
                 "sequence": d.sequence,
-                "at": iso_utc(d.start) if d.start else d.created_at,
+                "at": at,
                 "label": d.label,
                 "probability": d.probability,
                 "error": d.error,
@@ -104,6 +132,34 @@ class LocalStore:
         rows = self.db.execute(sql, args).fetchall()
         return [Detection.model_validate(json.loads(r["detection"])) for r in reversed(rows)]
 
+    def windows(
+        self,
+        stream: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Windows in time order (oldest first), as rows of the windows table; `since`/`until`
+        compare with their absolute start (the segment's time where that is unknown); `limit`
+        keeps the newest ones."""
+        where, args = [], []
+        if stream:
+            where.append("stream = ?")
+            args.append(stream)
+        if since:
+            where.append("at >= ?")
+            args.append(iso_utc(since))
+        if until:
+            where.append("at < ?")
+            args.append(iso_utc(until))
+        sql = "SELECT * FROM windows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, offset_start DESC, uri DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in reversed(self.db.execute(sql, args).fetchall())]
+
     def streams(self) -> list[tuple[str, int, str]]:
         """(stream, detections, latest time) for each stream."""
         return [tuple(r) for r in self.db.execute(
@@ -111,6 +167,22 @@ class LocalStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def window_rows(d: Detection, at: str) -> list[dict]:
+    """The windows table's rows for `d`: absolute times when its program date-time is known."""
+    rows = []
+    for n, w in enumerate(d.windows):
+        start = iso_utc(d.start + timedelta(seconds=w.start)) if d.start else None
+        rows.append({
+            "uri": d.uri, "n": n, "stream": d.stream, "sequence": d.sequence,
+            "at": start or at, "start": start,
+            "end": iso_utc(d.start + timedelta(seconds=w.end)) if d.start else None,
+            "offset_start": w.start, "offset_end": w.end,
+            "first_frame": w.frames[0], "last_frame": w.frames[-1],
+            "label": w.label, "probability": w.probability,
+        })
+    return rows
 
 
 class LocalOptions(Options):
@@ -139,11 +211,25 @@ class LocalSink(Sink):
     async def query(self, query: DetectionQuery) -> list[Detection]:
         return await asyncio.to_thread(self._query, query)
 
-    def _query(self, query: DetectionQuery) -> list[Detection]:
+    async def query_windows(self, query: DetectionQuery) -> list[dict]:
+        return await asyncio.to_thread(self._query_windows, query)
+
+    def _query_windows(self, query: DetectionQuery) -> list[dict]:
+        store = self._existing_store()
+        try:
+            return store.windows(stream=query.stream, since=query.since, until=query.until,
+                                 limit=query.limit)
+        finally:
+            store.close()
+
+    def _existing_store(self) -> "LocalStore":
         if not self.options.path.is_file():
             raise ConfigError(f"no local store at {self.options.path} (has the daemon run yet? "
                               "--db names another file)")
-        store = LocalStore(self.options.path)
+        return LocalStore(self.options.path)
+
+    def _query(self, query: DetectionQuery) -> list[Detection]:
+        store = self._existing_store()
         try:
             return store.query(stream=query.stream, since=query.since, until=query.until,
                                errors_only=query.errors_only, limit=query.limit)

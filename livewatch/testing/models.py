@@ -57,7 +57,7 @@ def export_random_i3d(
 
 
 def with_input_shape(model_dir: Path, directory: Path, *, frames: int, crop: int,
-                     resize: tuple[int, int], name: str) -> Path:
+                     resize: tuple[int, int], name: str, step: int = 1) -> Path:
     """The same network and weights (hard-linked, not copied) declared with another input size."""
     directory.mkdir(parents=True)
     for file in (SYMBOL_FILE, PARAMS_FILE, CLASSES_FILE):
@@ -66,7 +66,7 @@ def with_input_shape(model_dir: Path, directory: Path, *, frames: int, crop: int
         except OSError:  # another filesystem
             shutil.copy2(model_dir / file, directory / file)
     meta = load_artifact(model_dir).meta.model_copy(
-        update=dict(name=name, frames=frames, crop=crop, resize=resize))
+        update=dict(name=name, frames=frames, step=step, crop=crop, resize=resize))
     (directory / META_FILE).write_text(meta.model_dump_json(indent=2, exclude_none=True) + "\n")
     return directory
 
@@ -94,9 +94,11 @@ def random_i3d_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_i3d_dir(random_i3d_dir, tmp_path_factory) -> Path:
-    """The same network reading 8 frames at 112x112 (resized to 171x128): fast daemon tests."""
+    """The same network reading 8 frames at 112x112 (resized to 171x128), every 8th (``step``
+    8): a window spans 64 frames, so ``"cover"`` makes 4 windows of a 10 s, 25 fps segment (not 32
+    at step 1): fast daemon tests."""
     return with_input_shape(random_i3d_dir, tmp_path_factory.mktemp("models") / "tiny-i3d",
-                            frames=8, crop=112, resize=(171, 128), name="tiny-i3d")
+                            frames=8, step=8, crop=112, resize=(171, 128), name="tiny-i3d")
 
 
 @pytest.fixture(scope="session")

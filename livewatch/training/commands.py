@@ -82,6 +82,8 @@ def synth(out, per_class, seconds, fps, size, ext, seed):
 @click.option("--pretrained/--no-pretrained", default=True, show_default=True,
               help="Start from the zoo's weights (downloaded once) or from scratch.")
 @click.option("--frames", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--step", type=click.IntRange(1), default=1, show_default=True,
+              help="Take every STEP-th frame (GluonCV's new_step); recorded in model.json.")
 @click.option("--crop", type=click.IntRange(8), default=224, show_default=True)
 @click.option("--resize", default="340x256", show_default=True, help="WIDTHxHEIGHT before the crop.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
@@ -96,13 +98,13 @@ def synth(out, per_class, seconds, fps, size, ext, seed):
 @click.option("--name", help="Model name in model.json (default: the --out folder's name).")
 @click.option("--version", "version_", help="Model version (default: a checksum).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar per epoch.")
-def train_command(data, out, root, backbone, pretrained, frames, crop, resize, epochs, batch_size,
+def train_command(data, out, root, backbone, pretrained, frames, step, crop, resize, epochs, batch_size,
                   optimizer, lr, wd, flip_prob, gpus, seed, name, version_, progress):
     """Fine-tune on DATA (a folder with `model prep`'s files) and export the best epoch."""
     from .train import TrainConfig, train
 
     config = TrainConfig(data=data, out=out, root=root, backbone=backbone, pretrained=pretrained,
-                         frames=frames, crop=crop, resize=_size(resize), epochs=epochs,
+                         frames=frames, step=step, crop=crop, resize=_size(resize), epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer, lr=lr, wd=wd,
                          flip_prob=flip_prob, gpus=gpus, seed=seed, name=name, version=version_,
                          progress=progress)

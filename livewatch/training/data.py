@@ -43,11 +43,11 @@ class ClipDataset:
     """(clip, label) pairs: clip is (3, frames, crop, crop) float32, normalised."""
 
     def __init__(self, root: str | os.PathLike, rows: list[tuple[str, int, int]], *, frames: int,
-                 crop: int, resize: tuple[int, int], train: bool, flip_prob: float = 0.0,
+                 crop: int, step: int = 1, resize: tuple[int, int], train: bool, flip_prob: float = 0.0,
                  mean=MEAN, std=STD, cache_mb: int = 1024, seed: int = 0):
         self.root = Path(root)
         self.rows = rows
-        self.frames, self.crop, self.resize = frames, crop, tuple(resize)
+        self.frames, self.step, self.crop, self.resize = frames, step, crop, tuple(resize)
         self.train = train
         self.mean, self.std = tuple(mean), tuple(std)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -85,9 +85,10 @@ class ClipDataset:
         n = len(video)
         label = self.rows[i][2]
         if not self.train:
-            return to_tensor(video[window_indices(n, self.frames)], self.crop, self.mean, self.std)[0], label
-        start = self._rng.randint(0, max(0, n - self.frames))
-        idx = [min(start + k, n - 1) for k in range(self.frames)]
+            return to_tensor(video[window_indices(n, self.frames, self.step)], self.crop, self.mean,
+                             self.std)[0], label
+        start = self._rng.randint(0, max(0, n - self.frames * self.step))
+        idx = [min(start + k * self.step, n - 1) for k in range(self.frames)]
         clip = self._transform([video[k] for k in idx])  # list of (3, crop, crop)
         return np.stack(clip, axis=1).astype(np.float32), label
 

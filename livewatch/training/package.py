@@ -4,7 +4,7 @@ The archive holds the model files at its root (what the in-process classifier re
 `livewatch.model.artifacts`) and ``code/`` for the container:
 
 - ``code/inference.py`` and ``code/requirements.txt`` from the repository's ``model/code/``;
-- ``code/livewatch/model/{video,preprocess,sampling,model_files,mxnet_net}.py`` and
+- ``code/livewatch/model/{video,windows,preprocess,sampling,model_files,mxnet_net}.py`` and
   ``code/livewatch/errors.py``: copies, made at packaging time, of the modules the daemon reads a
   model directory, loads the network (oneDNN fusion), decodes and preprocesses with, under the
   same import names. So the endpoint does it with the daemon's own code — there is no
@@ -27,8 +27,8 @@ from livewatch.model.artifacts import ModelArtifact, pack_model
 from livewatch.model.resolve import resolve_model
 
 #: The daemon's modules the serving code imports, relative to the livewatch package.
-SHARED_MODULES = ("errors.py", "model/video.py", "model/preprocess.py", "model/sampling.py",
-                  "model/model_files.py", "model/mxnet_net.py")
+SHARED_MODULES = ("errors.py", "model/video.py", "model/windows.py", "model/preprocess.py",
+                  "model/sampling.py", "model/model_files.py", "model/mxnet_net.py")
 
 
 def default_code_dir() -> Path:
@@ -80,6 +80,7 @@ def describe(spec: str) -> dict:
         "version": artifact.version,
         "classes": list(artifact.classes),
         "input_shape": [1, 3, meta.frames, meta.crop, meta.crop],
+        "step": meta.step,
         "resize": list(meta.resize),
         "mean": list(meta.mean),
         "std": list(meta.std),
@@ -100,6 +101,8 @@ def format_info(info: dict) -> str:
         f"name:         {info['name']}  version {info['version']}",
         f"input shape:  {tuple(info['input_shape'])} (N, C, T, H, W), frames resized to "
         f"{info['resize'][0]}x{info['resize'][1]} then center-cropped",
+        f"stride:       every {info['step']}. frame: a window spans {info['step'] * info['input_shape'][2]} "
+        f"frames (GluonCV's new_step={info['step']})",
         f"normalise:    mean {tuple(info['mean'])} std {tuple(info['std'])}",
         f"classes ({len(info['classes'])}): {', '.join(info['classes'])}",
         f"params sha256:  {info['params_sha256']}",

@@ -37,6 +37,8 @@ class TrainConfig(BaseModel):
     backbone: str = DEFAULT_BACKBONE
     pretrained: bool = True
     frames: int = Field(32, ge=1)
+    step: int = Field(1, ge=1, description="every step-th frame (GluonCV's new_step); recorded in "
+                      "model.json so the classifier reads windows the same way")
     crop: int = Field(224, ge=8)
     resize: tuple[int, int] = (340, 256)
     epochs: int = Field(10, ge=1)
@@ -112,7 +114,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainResu
         raise ValueError(f"{config.data / 'train.txt'} lists no videos")
     mx.random.seed(config.seed)
     ctx = [mx.gpu(i) for i in range(config.gpus)] or [mx.cpu()]
-    shape = dict(frames=config.frames, crop=config.crop, resize=config.resize, cache_mb=config.cache_mb)
+    shape = dict(frames=config.frames, step=config.step, crop=config.crop, resize=config.resize,
+                 cache_mb=config.cache_mb)
     train_set = ClipDataset(root, train_rows, train=True, flip_prob=config.flip_prob,
                             seed=config.seed, **shape)
     val_set = ClipDataset(root, val_rows, train=False, **shape)
@@ -129,7 +132,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainResu
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     echo(f"training {config.backbone} ({'pretrained' if config.pretrained else 'from scratch'}) "
          f"on {len(train_rows)} clips, validating on {len(val_rows)}; {len(classes)} classes; "
-         f"input {config.frames}x{config.crop}x{config.crop} from {config.resize[0]}x{config.resize[1]}")
+         f"input {config.frames}x{config.crop}x{config.crop} (every {config.step}. frame) from {config.resize[0]}x{config.resize[1]}")
     best = (-1.0, 0)
     history: list[Epoch] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +155,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainResu
         net = build_network(config.backbone, len(classes), pretrained=False, ctx=mx.cpu())
         net.load_parameters(str(best_params), ctx=mx.cpu())
     meta = ModelMeta(name=config.name or config.out.name, version=config.version,
-                     frames=config.frames, crop=config.crop, resize=config.resize, mean=MEAN, std=STD)
+                     frames=config.frames, step=config.step, crop=config.crop, resize=config.resize,
+                     mean=MEAN, std=STD)
     export_block(net, config.out, classes=classes, meta=meta)
     if meta.version is None:  # the weights' checksum: every copy (directory, tar, endpoint) agrees
         with open(config.out / PARAMS_FILE, "rb") as f:

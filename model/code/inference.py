@@ -127,7 +127,8 @@ def read_s3(uri: str) -> bytes:
 def predict_bytes(model: Model, data: bytes, top_k: int = 5) -> dict:
     """Decode, preprocess and classify one segment's bytes, as the daemon's classifier does."""
     meta = model.meta
-    clip = decode_clip(io.BytesIO(data), new_length=meta["frames"], size=tuple(meta["resize"]))
+    clip = decode_clip(io.BytesIO(data), new_length=meta["frames"], new_step=meta.get("step", 1),
+                       size=tuple(meta["resize"]))
     started = time.perf_counter()
     probs = model.predict(to_tensor(clip.frames, crop=meta["crop"], mean=tuple(meta["mean"]),
                                     std=tuple(meta["std"])))[0]

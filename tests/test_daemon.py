@@ -29,7 +29,6 @@ async def until(condition, timeout=20.0, what="the condition"):
 
 class TextClassifier(Classifier):
     """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
-    """Label = the segment's text. `empty` -> SegmentError, `flaky` -> TransientError once,
     `oom` -> ModelError and `crash` -> RuntimeError every time, `slow:<s>` sleeps in the executor
     first, `gate` waits in the executor until `gate` is set (`entered` tells the test that such a
     segment is in classification)."""

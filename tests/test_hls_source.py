@@ -14,6 +14,7 @@ import pytest
 from livewatch.errors import ConfigError, SegmentError
 from livewatch.metrics import Metrics
 from livewatch.sources.hls import HlsOptions, HlsSource, stream_name
+from livewatch.sources.hls_follow import Follower
 from livewatch.sources.hls_playlist import Variant, parse, pick_variant
 from livewatch.testing.hls_server import HlsServer, LiveEncoder, encrypt_stream, end_stream, master_playlist
 from livewatch.testing.media import HlsWriter
@@ -96,6 +97,33 @@ def test_playlist_byte_ranges_keys_and_variants():
     assert [pick_variant(variants, c).uri for c in ("highest", "lowest", "1280x720", "400000")] == \
         ["hi", "lo", "hi", "lo"]
     assert stream_name("https://cdn/live/cam1/index.m3u8") == "cam1"
+
+
+def media(first: int, count: int, prefix: str = "s") -> str:
+    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:1", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    for n in range(first, first + count):
+        lines += ["#EXTINF:1.0,", f"{prefix}{n}.ts"]
+    return "\n".join(lines) + "\n"
+
+
+def test_follower_takes_new_segments_records_gaps_and_follows_resets():
+    follower = Follower({})
+    update = follower.update(parse(media(0, 3), "http://h/p.m3u8"))
+    assert [s.sequence for s in update.new] == [0, 1, 2] and update.missed is None
+    assert follower.update(parse(media(1, 3), "http://h/p.m3u8")).new[0].sequence == 3
+    for segment in update.new:  # acknowledged
+        follower.taken.discard(segment.id)
+        follower.done[segment.id] = segment.sequence
+    update = follower.update(parse(media(9, 2), "http://h/p.m3u8"))  # 4..8 went by unseen
+    assert (update.missed.first, update.missed.last) == (4, 8)
+    assert [s.sequence for s in update.new] == [9, 10]
+    assert "http://h/s2.ts" in follower.done and set(update.forget) == {"http://h/s0.ts", "http://h/s1.ts"}
+    update = follower.update(parse(media(0, 1, prefix="new"), "http://h/p.m3u8"))  # encoder restart
+    assert update.reset and [s.sequence for s in update.new] == [0] and update.missed is None
+    # after a restart of ours: the checkpoint's newest row says where we were
+    again = Follower({"http://h/s10.ts": 10})
+    update = again.update(parse(media(14, 2), "http://h/p.m3u8"))
+    assert (update.missed.first, update.missed.last) == (11, 13) and not update.reset
 
 
 def test_options_are_validated():

@@ -94,6 +94,7 @@ class HlsSource(Source):
         self._keys: dict[str, bytes] = {}
         self._health: StreamHealth | None = None
         self._ended_logged = False
+        self._loaded: MediaPlaylist | None = None
 
     @property
     def _limit(self) -> int:
@@ -112,7 +113,7 @@ class HlsSource(Source):
         o = self.options
         self._session = http.make_session(o.headers, o.connect_timeout, o.read_timeout, o.verify_tls)
         try:
-            await self._load(strict=True)
+            self._loaded = await self._load(strict=True)
         except (http.Refused, NotAPlaylist, NoVideo) as exc:
             raise ConfigError(f"hls source {self.instance!r}: {exc}") from None
         except http.Unreachable as exc:
@@ -131,8 +132,10 @@ class HlsSource(Source):
     async def run(self, emit: Emit) -> None:
         while True:
             began = time.monotonic()
-            playlist = await http.retry_forever(self._load, initial=0.5, maximum=self.options.backoff_max,
-                                                on_retry=self._health.retrying)
+            playlist, self._loaded = self._loaded, None  # the one start() read, the first time
+            if playlist is None:
+                playlist = await http.retry_forever(self._load, initial=0.5, maximum=self.options.backoff_max,
+                                                    on_retry=self._health.retrying)
             self._health.reachable()
             changed = self._health.changed(playlist)
             await self._emit_new(playlist, emit)
@@ -207,6 +210,8 @@ class HlsSource(Source):
                             segment.sequence, exc)
                 for later in update.new[i:]:
                     self._follower.taken.discard(later.id)
+                # from here on, what leaves the window before the next try is a missed range
+                self._follower.next_sequence = segment.sequence
                 return
 
     async def _segment(self, seg: MediaSegment) -> Segment:

@@ -186,7 +186,11 @@ class _Segment:
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         packet.stream = self.stream
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except (av.FFmpegError, ValueError) as exc:  # e.g. a timestamp going back: drop the packet
+            log.debug("rtsp: packet not muxed into %s: %s", self.name, exc)
+            return
         self.frames += 1
 
     def close(self, keep: bool) -> Spooled | None:

@@ -176,3 +176,13 @@ def test_a_disabled_builtin_leaves_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "error: no installed sink can read back stored detections (installed sinks: dynamodb, stdout;" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_once_makes_an_hls_source_return_after_what_its_playlist_lists():
+    """The built-in hls source offers the one-shot capability: `run --once` sets its `once`."""
+    from livewatch.plugins import registry
+
+    entry = registry().get("source", "hls")
+    source = entry.cls(entry.cls.Options(url="http://127.0.0.1:9/live.m3u8"), instance="cam")
+    (once,) = one_shot([source])
+    assert once.options.once is True and once.instance == "cam" and source.options.once is False

@@ -80,6 +80,11 @@ class HlsSource(Source):
 
     name = "hls"
     Options = HlsOptions
+
+    @classmethod
+    def one_shot(cls, options: HlsOptions) -> HlsOptions:
+        """``run --once``: what the playlist lists now, then return."""
+        return HlsOptions.model_validate({**options.model_dump(), "once": True})
     options: HlsOptions
 
     def __init__(self, options: HlsOptions, *, instance: str | None = None):

@@ -170,7 +170,7 @@ def test_a_disabled_builtin_leaves_a_clear_error(tmp_path):
     result = lw("run", "--once", "--folder", tmp_path, cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert ("error: no installed source can read a local folder (--folder) (installed sources: "
-            "s3-events;") in result.stderr
+            "hls, rtsp, s3-events;") in result.stderr
     (tmp_path / "livewatch.toml").write_text('[[sinks]]\ntype = "stdout"\n')
     result = lw("detections", cwd=tmp_path, env=env)
     assert result.returncode == 2

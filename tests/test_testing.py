@@ -63,6 +63,15 @@ def test_a_skip_fails_the_run_in_ci_and_under_make_test(pytester, monkeypatch, e
         result.stdout.fnmatch_lines(["livewatch: 1 skipped*", "*skipped: *test_server_missing"])
 
 
+def test_a_clean_ci_run_says_0_skipped(pytester, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile("def test_ran(): pass")
+    result = pytester.runpytest_subprocess("-p", "livewatch.testing.strict", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["livewatch: 0 skipped*"])
+
+
 def test_a_missing_server_is_a_failure_naming_what_to_install_in_ci(pytester, monkeypatch):
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("PATH", "/nonexistent")  # no node: dynalite cannot run

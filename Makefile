@@ -49,10 +49,10 @@ demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
 # LIVEWATCH_REQUIRE_SERVERS=1: a missing test server fails its tests and any skip fails the run.
-test: $(STAMP) $(DYNALITE) $(CHECKOV)
+test: servers $(STAMP) $(DYNALITE) $(CHECKOV)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest
 
-test-fast: $(STAMP) $(DYNALITE) $(CHECKOV)
+test-fast: servers $(STAMP) $(DYNALITE) $(CHECKOV)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.

@@ -61,10 +61,10 @@ demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
 # LIVEWATCH_REQUIRE_SERVERS=1: a missing test server fails its tests and any skip fails the run.
-test: $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+test: servers $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest
 
-test-fast: $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+test-fast: servers $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from troposphere import (
-    Equals, Export, If, ImportValue, Not, NoValue, Output, Parameter, Ref, Sub, Tags, Template,
-)
+from troposphere import Equals, Export, ImportValue, Not, Output, Parameter, Ref, Sub, Tags, Template
 
 PROJECT = "Project"
 DEFAULT_PROJECT = "livewatch"

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from livewatch.components import Classifier, Sink, Source
-from livewatch.contract import Detection, Segment
+from livewatch.contract import Detection
 from livewatch.daemon import Daemon
 from livewatch.errors import ModelError, SegmentError, TransientError
 from livewatch.settings import DaemonSettings

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import tarfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import boto3

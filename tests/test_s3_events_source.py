@@ -3,6 +3,7 @@ server over real HTTP (S3 → SQS notifications as moto delivers them)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 from datetime import datetime, timezone
 
@@ -221,12 +222,13 @@ async def test_a_missing_queue_is_a_config_error(aws_env):
     await src.close()
 
 
-async def test_the_source_survives_the_emulator_going_away(aws, moto_server):
+async def test_the_source_survives_the_emulator_going_away(aws, moto_server, caplog):
     _, sqs, queue = aws
+    caplog.set_level(logging.INFO, logger="livewatch.sources.s3_events")
     async with Running(source(queue, retry_max_seconds=1, max_attempts=1, connect_timeout=1)) as run:
         moto_server.stop()
-        try:
-            await asyncio.sleep(3)  # several failed polls
+        try:  # several failed polls, each logged, and the source still running
+            await eventually(lambda: caplog.text.count("receiving from") >= 2, timeout=30)
             assert not run.task.done()
         finally:
             moto_server.start()
@@ -235,6 +237,7 @@ async def test_the_source_survives_the_emulator_going_away(aws, moto_server):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"Records": [record("live%2Fcam1%2Fa.ts")]}))
         segment = await run.next(timeout=15)
         assert segment.uri == f"s3://{BUCKET}/live/cam1/a.ts"
+        assert "SQS answers again" in caplog.text
         await run.source.ack(segment)
         assert counts(sqs, queue) == (0, 0)
 

@@ -41,6 +41,9 @@ def test_fake_segment_reads_bytes_or_a_file(tmp_path):
     assert (segment.uri, segment.size, segment.open().read()) == (str(path), 188, b"\x47" * 188)
 
 
+#: The strict plugin alone (not the livewatch fixtures, whose imports take seconds).
+STRICT_ONLY = ("-p", "no:livewatch", "-p", "livewatch.testing.strict", "-p", "no:cacheprovider")
+
 SKIPPING = """
 import pytest
 def test_ran(): pass
@@ -56,11 +59,20 @@ def test_a_skip_fails_the_run_in_ci_and_under_make_test(pytester, monkeypatch, e
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     pytester.makepyfile(SKIPPING)
-    result = pytester.runpytest_subprocess("-p", "livewatch.testing.strict", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*STRICT_ONLY)
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == code
     if code:
         result.stdout.fnmatch_lines(["livewatch: 1 skipped*", "*skipped: *test_server_missing"])
+
+
+def test_a_clean_ci_run_says_0_skipped(pytester, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile("def test_ran(): pass")
+    result = pytester.runpytest_subprocess(*STRICT_ONLY)
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["livewatch: 0 skipped*"])
 
 
 def test_a_missing_server_is_a_failure_naming_what_to_install_in_ci(pytester, monkeypatch):

@@ -7,7 +7,13 @@ HLS streams and videos (`media`) and small exported I3D models (`models`).
 Heavy, opt-in (``pytest -p livewatch.testing.servers``, or ``-p livewatch.testing.aws`` for moto
 alone): a local AWS emulator server (`aws`), dynalite, a second DynamoDB (`dynalite`), and
 SageMaker's MXNet serving stack behind a local InvokeEndpoint (`serving`). ``-p
-livewatch.testing.strict`` makes a run fail when a test was skipped in CI (`strict`).
+livewatch.testing.strict`` makes a run fail when a test was skipped in CI (`strict`); its
+``require(missing, install)`` is how a server fixture says what is missing.
+
+HTTP fronts over an emulator that stage what it never does, over real HTTP (imported
+explicitly): DynamoDB's UnprocessedItems (`front.AwsFront`), CloudFormation's slow stack
+statuses and events (`cloudformation.CloudFormationFront`), a slow SageMaker endpoint
+(`serving.EndpointFront.slow`).
 """
 from .doubles import ListSource, RecordingSink, fake_segment
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +31,8 @@ import pytest
 
 from ..components import Emit, Sink, Source
 from ..contract import Detection, Segment
+
+_unnamed = itertools.count()
 
 
 def fake_segment(data: bytes | Path = b"", *, uri: str | None = None, stream: str = "test",
@@ -45,7 +48,7 @@ def fake_segment(data: bytes | Path = b"", *, uri: str | None = None, stream: st
     else:
         def opener(payload=bytes(data)):
             return io.BytesIO(payload)
-        uri = uri or f"mem://{stream}/{sequence if sequence is not None else id(data)}"
+        uri = uri or f"mem://{stream}/{sequence if sequence is not None else next(_unnamed)}"
         size = len(data)
     return Segment(uri=uri, stream=stream, sequence=sequence, open=opener, size=size, **fields)
 

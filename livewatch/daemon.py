@@ -318,8 +318,8 @@ class Daemon:
 
         def retried(attempt: int, exc: BaseException) -> None:
             if limit is None and attempt == 3:
-                log.warning("segment %s: sink %r still fails; the segment is held and new ones "
-                            "wait", detection.uri, sink.instance)
+                log.warning("segment %s: sink %r still fails (the segment is held; new ones "
+                            "wait)", detection.uri, sink.instance)
             self.metrics.retries.labels(sink.instance).inc()
 
         async def write() -> None:

@@ -143,6 +143,24 @@ async def test_a_model_error_is_an_error_detection(front, tmp_path):
     assert front.requests == [ENDPOINT, ENDPOINT]  # a model error is not retried
 
 
+async def test_the_model_failing_on_valid_input_is_transient(front, videos):
+    """A 500 from the container (the model ran out of memory, its runtime crashed) is not the
+    segment's fault: a TransientError (the daemon retries, then releases), never an error
+    detection; the same segment is classified once the model works again."""
+    segment = upload(videos[0], "live/cam1/oom.ts")
+    sm = classifier(front)
+    await sm.start()
+    try:
+        front.fail(1, 424, "ModelError", 'Received server error (500) from primary with message '
+                   '"[CUDA] out of memory\nTraceback (most recent call last): ..."')
+        with pytest.raises(TransientError, match="failed .*out of memory"):
+            await classify_segment(sm, segment, timeout=60)  # as the daemon calls it
+        assert (await sm.classify(segment)).ok
+    finally:
+        await sm.close()
+    assert front.requests == [ENDPOINT, ENDPOINT]  # the daemon retries, not the classifier
+
+
 async def test_a_missing_endpoint_is_a_clear_error(front, videos):
     sm = classifier(front, endpoint_name="no-such-endpoint")
     with pytest.raises(ConfigError, match="no SageMaker endpoint 'no-such-endpoint'"):

@@ -184,7 +184,7 @@ def test_serving_code_imports_only_what_the_container_has():
 
     shipped = {"livewatch", "livewatch.model"} | {
         "livewatch." + rel.removesuffix(".py").replace("/", ".") for rel in SHARED_MODULES}
-    container = {"numpy", "mxnet", "boto3", "botocore", "av"}
+    container = {"numpy", "mxnet", "boto3", "botocore", "av", "sagemaker_inference"}
     files = [REPO / "model" / "code" / "inference.py"] + [REPO / "livewatch" / rel for rel in SHARED_MODULES]
     for path in files:
         inside = path.is_relative_to(REPO / "livewatch")
@@ -245,14 +245,29 @@ def test_serving_code_answers_as_the_in_process_classifier(trained, held_out, aw
     versioned = json.loads(serving.transform_fn(
         model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts", "top_k": 2}))[0])
     assert versioned["label"] == expected.label and len(versioned["top_k"]) == 2
-    with pytest.raises(ValueError, match="S3_VIDEO_PATH"):
+    # The request's and the segment's own defects are answered 4xx (the container's toolkit sends
+    # the status): never retried. A model failing on valid input stays a 500 (tried again later).
+    with pytest.raises(Exception, match="S3_VIDEO_PATH") as raised:
         serving.transform_fn(model, json.dumps({"video": "x"}))
-    with pytest.raises(ValueError, match="top_k"):
+    assert _refused(raised.value) == (400, "ValueError")
+    with pytest.raises(Exception, match="top_k") as raised:
         serving.transform_fn(model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts", "top_k": 0}))
+    assert _refused(raised.value) == (400, "ValueError")
+    with pytest.raises(Exception, match="NoSuchKey") as raised:
+        serving.transform_fn(model, json.dumps({"S3_VIDEO_PATH": "s3://live/cam1/gone.ts"}))
+    assert _refused(raised.value) == (404, "NoSuchKey")
     s3.put_object(Bucket="live", Key="cam1/notes.ts", Body=b"not a video at all" * 100)
     with pytest.raises(Exception, match="not a video|could not|unsupported") as raised:
         serving.transform_fn(model, json.dumps({"S3_VIDEO_PATH": "s3://live/cam1/notes.ts"}))
-    assert type(raised.value).__name__ == "SegmentError", raised.value
+    assert _refused(raised.value) == (422, "SegmentError"), raised.value
+
+
+def _refused(exc: BaseException) -> tuple[int, str]:
+    """The status the serving toolkit answers `exc` with, and the error it stands for."""
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+
+    assert isinstance(exc, GenericInferenceToolkitError), exc
+    return exc.status_code, type(exc.__cause__).__name__
 
 
 @pytest.mark.slow

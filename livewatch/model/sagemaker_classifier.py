@@ -10,8 +10,10 @@ What can go wrong, and what becomes of the segment:
 - throttling (429, ``ThrottlingException``), a 5xx, a timeout, a lost connection: retried with
   exponential backoff and jitter (`livewatch.retry`; a shutdown ends the wait), ``retries`` times; then a `TransientError` (the segment goes
   back to its source and comes again later);
-- ``ModelError`` (the container answered with an error: the segment is not video, too short...):
-  an error detection with the container's own message, acknowledged; it never loops;
+- ``ModelError`` with a 4xx from the container (``inference.py``: the segment is not video, too
+  short, gone from S3...): an error detection with the container's own message, acknowledged; it
+  never loops. With a 500 (the model or its runtime failed on a valid segment: out of memory, a
+  crash): a `TransientError`, which the daemon retries with backoff, then releases;
 - the endpoint does not exist: a `ConfigError` at start (checked with DescribeEndpoint), and a
   `TransientError` that says so if it disappears mid-run (nothing is lost while it is redeployed).
 """
@@ -160,11 +162,17 @@ class SageMakerClassifier(Classifier):
             raise
         except Exception as exc:
             code, message = error_code(exc), describe(exc)
-            if code == "ModelError":  # the container answered, with an error: not worth a retry
-                original = getattr(exc, "response", {}).get("OriginalMessage") or message
+            if code == "ModelError":  # the container answered, with an error
+                response = getattr(exc, "response", {})
+                original = response.get("OriginalMessage") or message
                 original = original.split("Traceback (most recent call last)")[0]  # the words, not the stack
-                raise SegmentError(f"the model on endpoint {o.endpoint_name!r} failed on this "
-                                   f"segment: {_short(original)}") from None
+                status = response.get("OriginalStatusCode")
+                if isinstance(status, int) and 400 <= status < 500:  # the segment's own defect
+                    raise SegmentError(f"the model on endpoint {o.endpoint_name!r} failed on this "
+                                       f"segment: {_short(original)}") from None
+                # the model or its runtime failed on valid input: the daemon tries again later
+                raise TransientError(f"the model on endpoint {o.endpoint_name!r} failed "
+                                     f"(status {status or '?'}): {_short(original)}") from None
             if code == "ValidationError" and "not found" in message:
                 raise TransientError(f"SageMaker endpoint {o.endpoint_name!r} not found ({message}); "
                                      "the segment comes again later") from None

@@ -45,7 +45,13 @@ def store_rows(db: Path) -> dict[str, dict]:
     if not db.exists():
         return {}
     with sqlite3.connect(db) as conn:
-        return {uri: json.loads(d) for uri, d in conn.execute("SELECT uri, detection FROM detections")}
+        try:
+            rows = conn.execute("SELECT uri, detection FROM detections").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the file exists, its table not yet: not created
+                return {}
+            raise
+        return {uri: json.loads(d) for uri, d in rows}
 
 
 def wait_for(predicate, daemon: RunningDaemon, timeout: float = 240.0, interval: float = 0.2) -> None:

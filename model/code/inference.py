@@ -28,9 +28,11 @@ Response (``application/json``)::
      "model": {"name": "camera-motion", "version": "e973a3c46465"},
      "frames": [11, 12, ...], "decode_ms": 9.0, "infer_ms": 8.2}
 
-Errors are raised, and the container answers them with an error status and the message: a request
-that is neither form (ValueError, saying what is expected), an object S3 does not give (botocore's
-error), a segment that is not decodable video (``livewatch.errors.SegmentError``, saying why).
+Errors are raised, and the container answers them with an error status and the message. The
+request's or the segment's own defects are 4xx (never worth a retry): a request that is neither
+form (400, saying what is expected), an object S3 does not have (404), a segment that is not
+decodable video (422, ``livewatch.errors.SegmentError``'s words). Anything else, the model or its
+runtime failing on a valid segment, or S3 failing, is a 500: the caller tries again later.
 
 S3 is reached with the container's credentials; ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
 point it elsewhere (a local emulator in the tests). Nothing is written anywhere: sinks do that.
@@ -49,12 +51,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the copied livewatch modules
 
+from livewatch.errors import SegmentError  # noqa: E402
 from livewatch.model.model_files import DEFAULT_META, model_identity, read_classes, read_meta  # noqa: E402
 from livewatch.model.mxnet_net import hybridize, load_block  # noqa: E402
 from livewatch.model.preprocess import to_tensor  # noqa: E402
 from livewatch.model.video import decode_clip  # noqa: E402
 
 API_VERSION = 1
+
+try:  # the serving container's toolkit: an error answered with a status of our choosing
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+except ImportError:  # elsewhere (a plain import of this file): errors stay as they are
+    GenericInferenceToolkitError = None
 
 
 class Model:
@@ -147,10 +155,32 @@ def predict_bytes(model: Model, data: bytes, top_k: int = 5) -> dict:
 
 
 def transform_fn(model: Model, request_body, content_type="application/json", accept="application/json"):
-    request = parse_request(request_body)
-    result = predict_bytes(model, read_s3(request["uri"]), request["top_k"])
+    try:
+        request = parse_request(request_body)
+    except ValueError as exc:
+        _refuse(exc, 400)
+    try:
+        data = read_s3(request["uri"])
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "NoSuchBucket", "404"):
+            _refuse(exc, 404)
+        raise
+    try:
+        result = predict_bytes(model, data, request["top_k"])
+    except SegmentError as exc:
+        _refuse(exc, 422)
     result = {"version": API_VERSION, "uri": request["uri"], **result}
     if request["requested_frames"] not in (None, model.meta["frames"]):
         result["note"] = (f"MODEL_MAX_FRAMES={request['requested_frames']} ignored: this model "
                           f"reads {model.meta['frames']} frames")
     return json.dumps(result), "application/json"
+
+
+def _refuse(exc: Exception, status: int):
+    """Answer the request's or the segment's own defect with a 4xx: never worth a retry (the
+    sagemaker classifier writes an error detection). Everything else, the model failing on a
+    valid segment (out of memory...), stays the toolkit's 500: transient, tried again later."""
+    if GenericInferenceToolkitError is None:
+        raise exc
+    raise GenericInferenceToolkitError(status, str(exc)) from exc

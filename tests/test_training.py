@@ -208,12 +208,21 @@ def test_serving_code_answers_as_the_in_process_classifier(trained, held_out, aw
     assert answer["label"] == expected.label
     assert answer["probability"] == pytest.approx(expected.probability, abs=1e-5)
     assert answer["frames"] == expected.frames
+    assert [(w["frames"], w["label"]) for w in answer["windows"]] == [
+        (w.frames, w.label) for w in expected.windows]  # "cover" on both sides
+    assert len(answer["windows"]) > 1 and answer["concealed_frames"] == 0
     assert answer["model"] == {"name": "camera-motion", "version": expected.model.version}
     assert "MODEL_MAX_FRAMES=32 ignored" in answer["note"]
 
     versioned = json.loads(serving.transform_fn(
         model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts", "top_k": 2}))[0])
     assert versioned["label"] == expected.label and len(versioned["top_k"]) == 2
+    center = json.loads(serving.transform_fn(model, json.dumps(
+        {"version": 1, "uri": "s3://live/cam1/seg.ts", "windows": "center"}))[0])
+    assert len(center["windows"]) == 1
+    with pytest.raises(ValueError, match="windows"):
+        serving.transform_fn(model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts",
+                                                "windows": 0}))
     with pytest.raises(ValueError, match="S3_VIDEO_PATH"):
         serving.transform_fn(model, json.dumps({"video": "x"}))
     with pytest.raises(ValueError, match="top_k"):

@@ -105,8 +105,8 @@ def test_package_layout_ships_the_daemons_preprocessing(trained):
         names = set(tar.getnames())
         assert {"model-symbol.json", "model-0000.params", "classes.txt", "model.json",
                 "code/inference.py", "code/requirements.txt"} <= names
-        for rel in ("model/video.py", "model/windows.py", "model/preprocess.py", "model/sampling.py",
-                    "errors.py"):
+        for rel in ("model/video.py", "model/packets.py", "model/windows.py", "model/preprocess.py",
+                    "model/sampling.py", "errors.py"):
             shipped = tar.extractfile(f"code/livewatch/{rel}").read()
             assert shipped == (REPO / "livewatch" / rel).read_bytes(), rel
 

@@ -4,7 +4,7 @@ The archive holds the model files at its root (what the in-process classifier re
 `livewatch.model.artifacts`) and ``code/`` for the container:
 
 - ``code/inference.py`` and ``code/requirements.txt`` from the repository's ``model/code/``;
-- ``code/livewatch/model/{video,windows,preprocess,sampling}.py`` and ``code/livewatch/errors.py``:
+- ``code/livewatch/model/{video,packets,windows,preprocess,sampling}.py`` and ``code/livewatch/errors.py``:
   copies, made at packaging time, of the modules the daemon decodes and preprocesses with, under
   the same import names. So the endpoint reads a clip with the daemon's own code — there is no
   second copy to keep in step in the repository — and the container needs only PyAV (listed in
@@ -25,8 +25,8 @@ import livewatch
 from livewatch.model.artifacts import ModelArtifact, pack_model, resolve_model
 
 #: The daemon's modules the serving code imports, relative to the livewatch package.
-SHARED_MODULES = ("errors.py", "model/video.py", "model/windows.py", "model/preprocess.py",
-                  "model/sampling.py")
+SHARED_MODULES = ("errors.py", "model/video.py", "model/packets.py", "model/windows.py",
+                  "model/preprocess.py", "model/sampling.py")
 
 
 def default_code_dir() -> Path:

@@ -252,6 +252,43 @@ def test_demo_plays_a_scripted_live_stream_and_detects_it(trained, tmp_path):
     assert len(list((tmp_path / "live" / "cam1").glob("*.ts"))) == 6
 
 
+@pytest.mark.slow
+def test_a_segment_that_changes_activity_midway_gets_windows_labelled_accordingly(trained, tmp_path):
+    """`livewatch run --once` as a user runs it, on a live folder whose 4 s segment shows one
+    trained motion, then another: the windows in each half carry that half's motion, and
+    `livewatch detections --windows` lists them with absolute times."""
+    import subprocess
+    import sys
+
+    from livewatch.training.demo import DEMO_VIDEO
+    from livewatch.training.live import ScriptedStream, motion_at
+
+    _, archive, _ = trained
+    live, db = tmp_path / "live", tmp_path / "d.db"
+    stream = ScriptedStream(live / "cam1", ["pan_left>pan_right", "pan_right>pan_left"], seconds=4.0,
+                            seed=2024, **DEMO_VIDEO)
+    segments = [stream.write_segment(), stream.write_segment()]
+    (tmp_path / "livewatch.toml").write_text(
+        f'[classifier]\ntype = "i3d"\nmodel = "{archive}"\ncache_dir = "{tmp_path / "cache"}"\n\n'
+        f'[[sinks]]\ntype = "local"\npath = "{db}"\n')
+    livewatch = str(Path(sys.executable).with_name("livewatch"))
+    run = subprocess.run([livewatch, "run", "--folder", str(live), "--once"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    listed = subprocess.run([livewatch, "detections", "--windows", "--format", "json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = [json.loads(line) for line in listed.splitlines()]
+    assert {r["uri"] for r in rows} == {str(p) for p in segments}
+    assert len(rows) == 2 * 8  # 60 frames each, 8-frame windows: "cover" makes 8
+    right = 0
+    for row in rows:
+        n = segments.index(Path(row["uri"]))
+        want = motion_at(stream.script[n], (row["first_frame"] + row["last_frame"]) // 2, stream.frames)
+        right += row["label"] == want
+        assert row["start"] is not None and row["start"] < row["end"]  # absolute (program date-time)
+    assert right >= 13, rows  # of 16 windows (the two that straddle each change may go either way)
+
+
 def test_model_train_command_reports_epochs_with_a_progress_bar_and_exports(tiny_set, tmp_path):
     out = tmp_path / "model"
     result = CliRunner().invoke(cli(), [
@@ -428,3 +465,23 @@ def test_demo_quick_shrinks_the_run_and_explicit_options_win(monkeypatch):
     full, quick = calls
     assert (full["per_class"], full["epochs"], full["segments"]) == (40, 30, 12)
     assert (quick["per_class"], quick["epochs"], quick["segments"]) == (24, 25, 8)
+
+
+def test_the_demo_script_changes_motion_mid_segment_and_scores_windows():
+    from livewatch.contract import Detection, WindowResult
+    from livewatch.training.demo import DemoResult, make_script, timeline_table
+    from livewatch.training.live import motion_at
+
+    script = make_script(12, seed=1)
+    assert any(">" in entry for entry in script)
+    assert all(m in MOTIONS for entry in script for m in entry.split(">"))
+    assert [motion_at("still>zoom_in", i, 30) for i in (0, 14, 15, 29)] == [
+        "still", "still", "zoom_in", "zoom_in"]
+    result = DemoResult(script=["still>zoom_in"], frames=30)
+    windows = [WindowResult(start=0, end=1, frames=[f, f + 7], label=label, probability=0.9)
+               for f, label in [(0, "still"), (7, "still"), (15, "zoom_in"), (22, "still")]]
+    result.detections = {0: Detection(uri="x", stream="cam1", label="still", probability=0.6,
+                                      windows=windows)}
+    assert result.correct == 1 and result.window_counts == (3, 4)
+    table = timeline_table(result)
+    assert "still still zoom_in zoom_in/still" in table and "window accuracy: 3/4 = 75%" in table

@@ -14,9 +14,10 @@ import numpy as np
 
 from livewatch.errors import SegmentError
 
-AV_FAILURES = (av.FFmpegError, IndexError, KeyError, ValueError, RuntimeError, MemoryError)
+AV_FAILURES = (av.FFmpegError, IndexError, KeyError, ValueError, RuntimeError)
 """What PyAV raises on corrupt input besides FFmpeg's own errors (e.g. IndexError from its
-demuxer when corruption makes a new stream appear mid-file)."""
+demuxer when corruption makes a new stream appear mid-file). Caught only around the calls into
+PyAV, so a bug of ours still shows as one; MemoryError is left alone (running out is transient)."""
 
 
 def reason(error: Exception) -> str:

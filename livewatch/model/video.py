@@ -117,7 +117,7 @@ def decode_segment(
         with container:
             return _decode_open(container, new_length, new_step, windows, size, codecs,
                                 max_seconds, stated_seconds, max_missing, started)
-    except AV_FAILURES as e:  # a failure of PyAV itself (closing included): never a traceback
+    except av.FFmpegError as e:  # FFmpeg's (probing, closing...); PyAV's own are caught where called
         raise SegmentError(f"could not decode: {reason(e)}") from e
 
 

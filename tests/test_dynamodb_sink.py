@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from livewatch.contract import Detection, Label, ModelInfo
+from livewatch.contract import Detection, Label, ModelInfo, WindowResult
 from livewatch.errors import ConfigError, TransientError
 from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
 from livewatch.sinks.dynamodb_items import segment_key, to_item, when
@@ -99,6 +99,20 @@ def test_item_layout_keeps_the_original_attributes_and_adds_ours():
     assert to_item(long)["S3Path"] == long.uri
     failed = to_item(Detection(uri="s3://b/x.ts", stream="", error="not video"))
     assert failed["Stream"] == "-" and failed["Error"] == "not video" and "Predicted" not in failed
+    assert "Windows" not in item and "ConcealedFrames" not in item and "Truncated" not in item
+
+
+def test_item_adds_a_windows_list_and_what_was_concealed():
+    windows = [WindowResult(start=0.0, end=2.56, frames=[0, 62], label="archery", probability=0.9),
+               WindowResult(start=2.48, end=5.04, frames=[62, 124], label="diving", probability=0.6)]
+    item = to_item(detection(windows=windows, concealed_frames=2, truncated=True))
+    assert item["Windows"] == [
+        {"Start": Decimal("0.0"), "End": Decimal("2.56"), "Frames": [0, 62], "Label": "archery",
+         "Probability": Decimal("0.9")},
+        {"Start": Decimal("2.48"), "End": Decimal("5.04"), "Frames": [62, 124], "Label": "diving",
+         "Probability": Decimal("0.6")}]
+    assert item["ConcealedFrames"] == 2 and item["Truncated"] is True
+    assert (item["Predicted"], item["Probability"]) == ("archery", Decimal("0.8125"))  # as before
 
 
 async def test_writes_read_back_in_time_order_and_redelivery_leaves_one_item(backend):

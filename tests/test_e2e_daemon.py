@@ -56,7 +56,10 @@ format = "json"
     assert set(rows) == good | {str(broken / "empty.ts"), str(broken / "garbage.ts")}
     for uri in good:
         assert rows[uri]["error"] is None and rows[uri]["label"] and len(rows[uri]["top_k"]) == 3
-        assert rows[uri]["stream"] == "cam1" and len(rows[uri]["frames"]) == 32
+        assert rows[uri]["stream"] == "cam1"
+        # "cover": 100 frames, 32-frame windows: 4 windows, every frame inside one
+        assert len(rows[uri]["windows"]) == 4 and len(rows[uri]["frames"]) == 4 * 32
+        assert rows[uri]["windows"][0]["start"] == 0 and rows[uri]["windows"][-1]["end"] == 4.0
     assert [rows[str(p)]["sequence"] for p in cam.segments] == [0, 1]
     assert "empty" in rows[str(broken / "empty.ts")]["error"]
     assert rows[str(broken / "garbage.ts")]["error"]

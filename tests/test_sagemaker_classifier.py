@@ -52,7 +52,8 @@ def classifier(front: EndpointFront, **options) -> SageMakerClassifier:
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("videos")
-    return [write_video(root / f"seg_{n}.ts", seconds=1.0 + n, size=(320, 180), gop_seconds=1.0)
+    # 1 s and 3 s: one window of the tiny model (8 frames every 8th), and two ("cover")
+    return [write_video(root / f"seg_{n}.ts", seconds=1.0 + 2 * n, size=(320, 180), gop_seconds=1.0)
             for n in range(2)]
 
 
@@ -69,6 +70,8 @@ async def test_labels_come_from_the_served_model(front, videos, tiny_i3d_dir):
             assert got.label == want.label and got.frames == want.frames
             assert [x.label for x in got.top_k] == [x.label for x in want.top_k]
             assert got.probability == pytest.approx(want.probability, abs=1e-4)
+            assert [(w.start, w.end, w.frames, w.label) for w in got.windows] == [
+                (w.start, w.end, w.frames, w.label) for w in want.windows]
             assert got.uri == segment.uri and got.infer_ms > 0
     finally:
         await remote.close()

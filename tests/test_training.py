@@ -105,8 +105,8 @@ def test_package_layout_ships_the_daemons_preprocessing(trained):
         names = set(tar.getnames())
         assert {"model-symbol.json", "model-0000.params", "classes.txt", "model.json",
                 "code/inference.py", "code/requirements.txt"} <= names
-        for rel in ("model/video.py", "model/windows.py", "model/preprocess.py", "model/sampling.py",
-                    "errors.py"):
+        for rel in ("model/video.py", "model/packets.py", "model/windows.py", "model/preprocess.py",
+                    "model/sampling.py", "errors.py"):
             shipped = tar.extractfile(f"code/livewatch/{rel}").read()
             assert shipped == (REPO / "livewatch" / rel).read_bytes(), rel
 
@@ -239,14 +239,24 @@ def test_serving_code_answers_as_the_in_process_classifier(trained, held_out, aw
     assert answer["label"] == expected.label
     assert answer["probability"] == pytest.approx(expected.probability, abs=1e-5)
     assert answer["frames"] == expected.frames
+    assert [(w["frames"], w["label"]) for w in answer["windows"]] == [
+        (w.frames, w.label) for w in expected.windows]  # "cover" on both sides
+    assert len(answer["windows"]) > 1 and answer["concealed_frames"] == 0
     assert answer["model"] == {"name": "camera-motion", "version": expected.model.version}
     assert "MODEL_MAX_FRAMES=32 ignored" in answer["note"]
 
     versioned = json.loads(serving.transform_fn(
         model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts", "top_k": 2}))[0])
     assert versioned["label"] == expected.label and len(versioned["top_k"]) == 2
+    center = json.loads(serving.transform_fn(model, json.dumps(
+        {"version": 1, "uri": "s3://live/cam1/seg.ts", "windows": "center"}))[0])
+    assert len(center["windows"]) == 1
     # The request's and the segment's own defects are answered 4xx (the container's toolkit sends
     # the status): never retried. A model failing on valid input stays a 500 (tried again later).
+    with pytest.raises(Exception, match="windows") as raised:
+        serving.transform_fn(model, json.dumps({"version": 1, "uri": "s3://live/cam1/seg.ts",
+                                                "windows": 0}))
+    assert _refused(raised.value) == (400, "ValueError")
     with pytest.raises(Exception, match="S3_VIDEO_PATH") as raised:
         serving.transform_fn(model, json.dumps({"video": "x"}))
     assert _refused(raised.value) == (400, "ValueError")
@@ -287,6 +297,43 @@ def test_demo_plays_a_scripted_live_stream_and_detects_it(trained, tmp_path):
     assert correct >= 5, out
     assert (tmp_path / "detections.sqlite").is_file()  # the local sink stored them
     assert len(list((tmp_path / "live" / "cam1").glob("*.ts"))) == 6
+
+
+@pytest.mark.slow
+def test_a_segment_that_changes_activity_midway_gets_windows_labelled_accordingly(trained, tmp_path):
+    """`livewatch run --once` as a user runs it, on a live folder whose 4 s segment shows one
+    trained motion, then another: the windows in each half carry that half's motion, and
+    `livewatch detections --windows` lists them with absolute times."""
+    import subprocess
+    import sys
+
+    from livewatch.training.demo import DEMO_VIDEO
+    from livewatch.training.live import ScriptedStream, motion_at
+
+    _, archive, _ = trained
+    live, db = tmp_path / "live", tmp_path / "d.db"
+    stream = ScriptedStream(live / "cam1", ["pan_left>pan_right", "pan_right>pan_left"], seconds=4.0,
+                            seed=2024, **DEMO_VIDEO)
+    segments = [stream.write_segment(), stream.write_segment()]
+    (tmp_path / "livewatch.toml").write_text(
+        f'[classifier]\ntype = "i3d"\nmodel = "{archive}"\ncache_dir = "{tmp_path / "cache"}"\n\n'
+        f'[[sinks]]\ntype = "local"\npath = "{db}"\n')
+    livewatch = str(Path(sys.executable).with_name("livewatch"))
+    run = subprocess.run([livewatch, "run", "--folder", str(live), "--once"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    listed = subprocess.run([livewatch, "detections", "--windows", "--format", "json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = [json.loads(line) for line in listed.splitlines()]
+    assert {r["uri"] for r in rows} == {str(p) for p in segments}
+    assert len(rows) == 2 * 8  # 60 frames each, 8-frame windows: "cover" makes 8
+    right = 0
+    for row in rows:
+        n = segments.index(Path(row["uri"]))
+        want = motion_at(stream.script[n], (row["first_frame"] + row["last_frame"]) // 2, stream.frames)
+        right += row["label"] == want
+        assert row["start"] is not None and row["start"] < row["end"]  # absolute (program date-time)
+    assert right >= 13, rows  # of 16 windows (the two that straddle each change may go either way)
 
 
 def test_model_train_command_reports_epochs_with_a_progress_bar_and_exports(tiny_set, tmp_path):
@@ -470,3 +517,23 @@ def test_demo_quick_shrinks_the_run_and_explicit_options_win(monkeypatch):
     assert quick_25["epochs"] == 25  # an explicit option wins over --quick's choice
     assert {k: v for k, v in quick_25.items() if k != "epochs"} == {
         k: v for k, v in quick.items() if k != "epochs"}
+
+
+def test_the_demo_script_changes_motion_mid_segment_and_scores_windows():
+    from livewatch.contract import Detection, WindowResult
+    from livewatch.training.demo import DemoResult, make_script, timeline_table
+    from livewatch.training.live import motion_at
+
+    script = make_script(12, seed=1)
+    assert any(">" in entry for entry in script)
+    assert all(m in MOTIONS for entry in script for m in entry.split(">"))
+    assert [motion_at("still>zoom_in", i, 30) for i in (0, 14, 15, 29)] == [
+        "still", "still", "zoom_in", "zoom_in"]
+    result = DemoResult(script=["still>zoom_in"], frames=30)
+    windows = [WindowResult(start=0, end=1, frames=[f, f + 7], label=label, probability=0.9)
+               for f, label in [(0, "still"), (7, "still"), (15, "zoom_in"), (22, "still")]]
+    result.detections = {0: Detection(uri="x", stream="cam1", label="still", probability=0.6,
+                                      windows=windows)}
+    assert result.correct == 1 and result.window_counts == (3, 4)
+    table = timeline_table(result)
+    assert "still still zoom_in zoom_in/still" in table and "window accuracy: 3/4 = 75%" in table

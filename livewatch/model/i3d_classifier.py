@@ -3,9 +3,13 @@
 All of a classifier's blocking work, model loading included, runs in one thread it owns, so the
 event loop never waits on MXNet and MXNet is only ever called from one thread.
 
+Windows (``windows``): a segment is decoded once, in order, into its windows (`video.decode_segment`),
+and all of them go through the network as one batch; the segment's labels are the mean of the
+windows' probabilities (`describe`).
+
 Batching (``max_batch`` > 1): when several segments are in classification at once
-(``daemon.workers`` > 1 and a backlog), the clips decoded while others wait go through the network
-together, up to ``max_batch`` per forward pass. A batch runs as soon as no other decode is
+(``daemon.workers`` > 1 and a backlog), the segments decoded while others wait go through the
+network together, up to ``max_batch`` segments (each with all its windows) per forward pass. A batch runs as soon as no other decode is
 outstanding, so a lone segment never waits for company; a batched one waits for the decodes queued
 beside it. Off by default: on a 2-core CPU a batch of 4 costs about what 4 single passes do.
 

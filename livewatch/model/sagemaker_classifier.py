@@ -24,13 +24,13 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from ..aws_clients import AwsOptions, describe, error_code, is_transient, open_client
 from ..components import Classifier
-from ..contract import Detection, Label, ModelInfo, Segment
+from ..contract import Detection, Label, ModelInfo, Segment, WindowResult
 from ..errors import ConfigError, SegmentError, TransientError
 from ..hookspecs import hookimpl
 from ..retry import retry
@@ -45,6 +45,8 @@ SERVING = {"InService", "Updating", "SystemUpdating", "Creating", "RollingBack",
 class SageMakerOptions(AwsOptions):
     endpoint_name: str = Field(description="the SageMaker endpoint that serves the model")
     top_k: int = Field(5, ge=1, description="how many of the most probable labels to ask for")
+    windows: Literal["center", "cover"] | PositiveInt = Field(
+        "cover", description='windows per segment, as the i3d classifier\'s (sent to the endpoint)')
     invoke_timeout: float = Field(
         70.0, gt=0, description="seconds to wait for one InvokeEndpoint answer (SageMaker's own "
         "limit is 60)")
@@ -122,7 +124,8 @@ class SageMakerClassifier(Classifier):
         if not segment.uri.startswith("s3://"):
             raise SegmentError(f"the sagemaker classifier reads segments from S3 and {segment.uri} "
                                "is not an s3:// URI; use the i3d classifier for local files")
-        body = json.dumps({"version": API_VERSION, "uri": segment.uri, "top_k": self.options.top_k})
+        body = json.dumps({"version": API_VERSION, "uri": segment.uri, "top_k": self.options.top_k,
+                           "windows": self.options.windows})
         async with self._limit:
             started = time.perf_counter()
             answer = await self._invoke_with_retries(segment, body)
@@ -208,6 +211,13 @@ def to_detection(segment: Segment, answer: dict[str, Any], round_trip_ms: float)
         frames=[int(i) for i in answer.get("frames", [])],
         decode_ms=answer.get("decode_ms"),
         infer_ms=round(round_trip_ms, 1),
+        # An endpoint packaged before windows answers without them: the defaults stand.
+        windows=[WindowResult.model_validate(w) for w in answer.get("windows", [])],
+        concealed_frames=int(answer.get("concealed_frames", 0)),
+        segment_frames=answer.get("segment_frames"),
+        expected_frames=answer.get("expected_frames"),
+        truncated=bool(answer.get("truncated", False)),
+        notes=[str(n) for n in answer.get("notes", [])],
     )
 
 

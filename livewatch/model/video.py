@@ -1,12 +1,9 @@
 """Decode the frames of a segment the model needs, in one in-order pass, with PyAV.
 
-Frames are numbered as a full decode from the start would output them: in presentation order,
-from the segment's first keyframe (what comes before it cannot be decoded). The demuxer gives
-every packet's timestamp and keyframe flag without decoding anything, which is enough to count
-frames, plan the windows (`sampling.plan_windows`) and find the keyframe to start decoding from.
-``container.seek`` is not used: on MPEG-TS it lands on the keyframe *after* the requested time.
-Where the decode timestamps run backwards (two encodes spliced into one file), a new run of frames
-begins: each run is ordered on its own, after the one before it.
+The demuxer gives every packet's timestamp and keyframe flag without decoding anything
+(`packets`: which frame each packet is), which is enough to count frames, plan the windows
+(`sampling.plan_windows`) and find the keyframe to start decoding from. ``container.seek`` is not
+used: on MPEG-TS it lands on the keyframe *after* the requested time.
 
 Corrupt input is survived, not trusted: every FFmpeg/PyAV failure is a `SegmentError` in words;
 a packet that does not decode is skipped and decoding goes on; the frames of a window that did not
@@ -31,15 +28,11 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from livewatch.errors import SegmentError
+from livewatch.model.packets import AV_FAILURES, check_duration, demux, number_frames, reason
 from livewatch.model.sampling import Windows, plan_windows
 from livewatch.model.windows import MAX_MISSING, Decoded, assemble
 
 BILINEAR = Interpolation.BILINEAR
-
-AV_FAILURES = (av.FFmpegError, IndexError, KeyError, ValueError, RuntimeError, MemoryError)
-"""What PyAV raises on corrupt input besides FFmpeg's own errors (e.g. IndexError from its
-demuxer when corruption makes a new stream appear mid-file)."""
-
 
 def _one_scaler_thread() -> dict:
     """Recent PyAV gives a new swscale context an automatic thread pool unless told otherwise;
@@ -119,13 +112,13 @@ def decode_segment(
     try:
         container = av.open(src if hasattr(src, "read") else os.fspath(src))
     except AV_FAILURES as e:
-        raise SegmentError(f"not a video: FFmpeg cannot read it as a media file ({_reason(e)})") from e
+        raise SegmentError(f"not a video: FFmpeg cannot read it as a media file ({reason(e)})") from e
     try:
         with container:
             return _decode_open(container, new_length, new_step, windows, size, codecs,
                                 max_seconds, stated_seconds, max_missing, started)
-    except AV_FAILURES as e:  # a failure of PyAV itself (closing included): never a traceback
-        raise SegmentError(f"could not decode: {_reason(e)}") from e
+    except av.FFmpegError as e:  # FFmpeg's (probing, closing...); PyAV's own are caught where called
+        raise SegmentError(f"could not decode: {reason(e)}") from e
 
 
 def _decode_open(container, new_length, new_step, windows, size, codecs, max_seconds,
@@ -136,9 +129,9 @@ def _decode_open(container, new_length, new_step, windows, size, codecs, max_sec
     stream = container.streams.video[0]
     _check_input(container, stream, codecs, max_seconds)
     stream.codec_context.thread_count = 1  # faster than threads for a ~46-frame window on 2 cores
-    packets = _demux(container, stream)
-    _check_duration(stream, packets, max_seconds)
-    order, times = _number(packets, stream.time_base)
+    packets = demux(container, stream)
+    check_duration(stream, packets, max_seconds)
+    order, times = number_frames(packets, stream.time_base)
     if len(order) < MIN_FRAMES:
         raise SegmentError(
             f"segment too short: {len(order)} decodable frame(s), "
@@ -170,24 +163,6 @@ def _check_input(container, stream, codecs, max_seconds) -> None:
                            f"limit is {max_seconds:g} s")
 
 
-def _check_duration(stream, packets, max_seconds) -> None:
-    """The demuxed packets' time span (the container's duration is only an estimate on MPEG-TS).
-    Where two encodes are spliced, only each run's own span counts (see `_number`)."""
-    if not max_seconds or not packets or stream.time_base is None:
-        return
-    span, low, high, previous = 0, None, None, None
-    for p in packets:
-        if previous is not None and p.dts is not None and p.dts < previous:
-            span, low, high = span + (high - low), None, None  # a new run
-        if p.dts is not None:
-            previous = p.dts
-        low = p.pts if low is None else min(low, p.pts)
-        high = p.pts if high is None else max(high, p.pts)
-    seconds = float((span + (high - low)) * stream.time_base)
-    if seconds > max_seconds:
-        raise SegmentError(f"segment too long: {seconds:.0f} s, the limit is {max_seconds:g} s")
-
-
 def _byte_size(src: str | os.PathLike | BinaryIO) -> int | None:
     if hasattr(src, "read"):
         if not getattr(src, "seekable", lambda: False)():
@@ -197,72 +172,6 @@ def _byte_size(src: str | os.PathLike | BinaryIO) -> int | None:
         src.seek(here)
         return end - here
     return os.stat(src).st_size
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, av.FFmpegError):
-        return error.strerror or str(error)
-    return f"the demuxer or decoder failed on corrupt data ({type(error).__name__}: {error})"
-
-
-def _demux(container: av.container.InputContainer, stream: av.VideoStream) -> list[av.Packet]:
-    """The stream's packets in decode order from its first keyframe, cut short where data ends.
-    Packets without a timestamp (a damaged header) cannot be placed and are left out, and so are
-    those of a spliced-on run before its own first keyframe (they refer to pictures not here)."""
-    packets: list[av.Packet] = []
-    try:
-        for packet in container.demux(stream):
-            if packet.size and packet.stream.index == stream.index:
-                packets.append(packet)
-    except AV_FAILURES as e:
-        if not packets:
-            raise SegmentError(f"could not decode: {_reason(e)}") from e
-    if not packets:
-        raise SegmentError("not a video: the video stream holds no frames")
-    timed = [p for p in packets if p.pts is not None]
-    if not timed:
-        raise SegmentError("could not decode: the video packets carry no timestamps")
-    kept, waiting, previous = [], True, None  # waiting: for the keyframe a run starts from
-    for p in timed:
-        if previous is not None and p.dts is not None and p.dts < previous:
-            waiting = True  # a new run (see `_number`): it too decodes from its first keyframe
-        if p.dts is not None:
-            previous = p.dts
-        waiting = waiting and not p.is_keyframe
-        if not waiting:
-            kept.append(p)
-    if not kept:
-        raise SegmentError("could not decode: no keyframe in the segment to start from")
-    return kept
-
-
-def _number(packets: list[av.Packet], time_base) -> tuple[list[int], list[float]]:
-    """Each packet's frame id (presentation order, run after run) and each frame's time in
-    seconds from the segment's first frame.
-
-    A run ends where the decode timestamps go backwards: two encodes spliced into one file, or a
-    timestamp wrap. Within a run frames are ordered by their presentation timestamps; a run's
-    times follow the one before it, one frame duration after its last frame.
-    """
-    runs: list[list[int]] = [[]]
-    previous = None
-    for k, p in enumerate(packets):
-        if previous is not None and p.dts is not None and p.dts < previous:
-            runs.append([])
-        if p.dts is not None:
-            previous = p.dts
-        runs[-1].append(k)
-    base = float(time_base) if time_base else 1 / 90000
-    order, times, offset = [0] * len(packets), [], 0.0
-    for run in runs:
-        ranked = sorted(run, key=lambda k: (packets[k].pts, k))
-        first_pts = packets[ranked[0]].pts
-        for k in ranked:
-            order[k] = len(times)
-            times.append(offset + (packets[k].pts - first_pts) * base)
-        steps = np.diff([packets[k].pts for k in ranked]) * base
-        offset = times[-1] + (float(np.median(steps)) if len(steps) else 0.04)
-    return order, times
 
 
 class RgbScaler:

@@ -71,6 +71,12 @@ def to_item(d: Detection) -> dict[str, Any]:
         "InferMs": d.infer_ms,
         "LatencyMs": d.latency_ms,
         "Error": d.error,
+        # Seconds from the segment's first frame (add Start for absolute times), in time order.
+        "Windows": [{"Start": number(w.start), "End": number(w.end),
+                     "Frames": [Decimal(w.frames[0]), Decimal(w.frames[-1])], "Label": w.label,
+                     "Probability": number(w.probability)} for w in d.windows] or None,
+        "ConcealedFrames": d.concealed_frames or None,
+        "Truncated": True if d.truncated else None,
     }
     return {k: number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
             for k, v in item.items() if v is not None and v != ""}

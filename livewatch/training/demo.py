@@ -5,7 +5,9 @@
 3. play a scripted live HLS stream into a folder in real time (`live`) while the daemon — the
    folder source, the in-process classifier loading the model.tar.gz, the local SQLite sink —
    classifies it;
-4. print each detection against the script as it arrives, then the accuracy.
+4. print each detection against the script as it arrives, with its window timeline, then the
+   accuracy of the segments and of the windows. Where the script changes motion, the change comes
+   in the middle of a segment (``"a>b"``): its windows should show ``a`` then ``b``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Callable
 from livewatch.components import Sink
 from livewatch.contract import Detection
 
+from .live import motion_at
 from .synthetic import MOTIONS
 
 #: The demo's input: small enough to train on two CPU cores in about a minute.
@@ -30,6 +33,7 @@ DEMO_VIDEO = dict(fps=15, size=(128, 96))
 @dataclass
 class DemoResult:
     script: list[str]
+    frames: int = 30  # per segment (what `motion_at` needs to place a window)
     detections: dict[int, Detection] = field(default_factory=dict)
     seconds: float = 0.0
     train_seconds: float = 0.0
@@ -37,12 +41,25 @@ class DemoResult:
     model: Path | None = None
 
     @property
-    def correct(self) -> int:
-        return sum(1 for n, d in self.detections.items() if d.label == self.script[n])
+    def correct(self) -> int:  # a segment that changes motion: either of its motions
+        return sum(1 for n, d in self.detections.items() if d.label in self.script[n].split(">"))
 
     @property
     def accuracy(self) -> float:
         return self.correct / len(self.script) if self.script else 0.0
+
+    def window_marks(self, n: int) -> list[tuple[str, str]]:
+        """(scripted, detected) for each window of segment `n`, scripted at the window's middle."""
+        d = self.detections.get(n)
+        if d is None:
+            return []
+        return [(motion_at(self.script[n], (w.frames[0] + w.frames[1]) // 2, self.frames), w.label)
+                for w in d.windows]
+
+    @property
+    def window_counts(self) -> tuple[int, int]:
+        marks = [m for n in self.detections for m in self.window_marks(n)]
+        return sum(1 for want, got in marks if want == got), len(marks)
 
 
 class TimelineSink(Sink):
@@ -64,7 +81,8 @@ class TimelineSink(Sink):
 
 
 def make_script(segments: int, seed: int = 0) -> list[str]:
-    """A scripted sequence of motions: every motion at least once, in runs like a real camera."""
+    """A scripted sequence of motions: every motion at least once, in runs like a real camera;
+    every other change of motion comes in the middle of a segment (``"a>b"``)."""
     rng = random.Random(seed)
     script: list[str] = []
     while len(script) < segments:
@@ -72,7 +90,11 @@ def make_script(segments: int, seed: int = 0) -> list[str]:
         rng.shuffle(order)
         for motion in order:
             script += [motion] * rng.choice((1, 1, 2))
-    return script[:segments]
+    script = script[:segments]
+    changes = [n for n in range(len(script) - 1) if script[n] != script[n + 1]]
+    for n in changes[::2]:
+        script[n] = f"{script[n]}>{script[n + 1]}"
+    return script
 
 
 def build_model(work: Path, *, per_class: int = 40, epochs: int = 30, seed: int = 1,
@@ -118,9 +140,14 @@ async def play_and_detect(work: Path, model: Path, script: list[str], *, seconds
         n = by_uri.get(d.uri, d.sequence if d.sequence is not None else -1)
         want = script[n] if 0 <= n < len(script) else "?"
         got = d.label if d.ok else f"error: {d.error}"
-        mark = "ok" if d.label == want else "WRONG"
-        echo(f"{time.monotonic() - began:6.1f}s  #{n:<3} script {want:<10} detected {got:<10} "
-             f"p={d.probability or 0:.2f}  latency {d.latency_ms or 0:5.0f} ms  {mark}")
+        mark = "ok" if d.label in want.split(">") else "WRONG"
+        frames = stream.frames
+        windows = "  ".join(
+            f"{w.label}{'' if w.label == motion_at(want, (w.frames[0] + w.frames[1]) // 2, frames) else '(!)'}"
+            for w in d.windows) if want != "?" else ""
+        echo(f"{time.monotonic() - began:6.1f}s  #{n:<3} script {want:<18} detected {got:<10} "
+             f"p={d.probability or 0:.2f}  latency {d.latency_ms or 0:5.0f} ms  {mark}"
+             f"{'  windows: ' + windows if windows else ''}")
 
     timeline = TimelineSink(show)
     source = FolderSource(FolderOptions(path=live, poll_interval=0.5, settle_seconds=0.5))
@@ -160,7 +187,8 @@ def run_demo(work: Path, *, segments: int = 12, seconds: float = 2.0, model: Pat
     """The whole demo (steps 1-4). With `model`, steps 1-2 are skipped and that model is used."""
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    result = DemoResult(script=make_script(segments, seed))
+    result = DemoResult(script=make_script(segments, seed),
+                        frames=max(1, round(seconds * DEMO_VIDEO["fps"])))
     if model is None:
         model, trained = build_model(work, per_class=per_class, epochs=epochs, seed=seed, echo=echo,
                                      progress=progress)
@@ -187,13 +215,19 @@ async def _quiet(coro):
 
 
 def timeline_table(result: DemoResult) -> str:
-    lines = ["", "segment  scripted    detected    probability", "-------  ----------  ----------  -----------"]
+    lines = ["", "segment  scripted            detected    probability  windows (scripted/detected)",
+             "-------  ------------------  ----------  -----------  ---------------------------"]
     for n, want in enumerate(result.script):
         d = result.detections.get(n)
         got = "(none)" if d is None else (d.label or "error")
         prob = f"{d.probability:.2f}" if d is not None and d.probability is not None else "-"
-        lines.append(f"{n:>7}  {want:<10}  {got:<10}  {prob:>11}  {'' if got == want else '<- wrong'}")
-    lines.append(f"\naccuracy: {result.correct}/{len(result.script)} = {result.accuracy:.0%} "
+        windows = " ".join(f"{w}/{g}" if w != g else w for w, g in result.window_marks(n))
+        wrong = "" if got in want.split(">") else "<- wrong"
+        lines.append(f"{n:>7}  {want:<18}  {got:<10}  {prob:>11}  {windows} {wrong}".rstrip())
+    right, total = result.window_counts
+    if total:
+        lines.append(f"\nwindow accuracy: {right}/{total} = {right / total:.0%}")
+    lines.append(f"{'' if total else chr(10)}accuracy: {result.correct}/{len(result.script)} = {result.accuracy:.0%} "
                  f"(total {result.seconds:.0f}s"
                  + (f", training {result.train_seconds:.0f}s, val acc {result.val_acc:.0%})"
                     if result.val_acc is not None else ")"))

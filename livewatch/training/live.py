@@ -1,5 +1,8 @@
 """A scripted live HLS stream: segment N shows the camera motion the script names for it.
 
+A script entry ``"a>b"`` changes activity in the middle of the segment: its first half shows
+motion ``a``, its second half ``b`` (`motion_at` says which frame shows what).
+
 Segments appear as a live encoder writes them: under a temporary name, renamed when complete, then
 listed in the playlist (rewritten the same way). Timestamps run on from segment to segment and
 start at 1.4 s, as FFmpeg's MPEG-TS muxer writes them; each segment starts with a keyframe.
@@ -37,7 +40,10 @@ class ScriptedStream:
         n = len(self.segments)
         if n >= len(self.script):
             raise IndexError("the script has no more segments")
-        scene = MotionScene(self.script[n], size=self.size, frames=self.frames, seed=self.seed + n)
+        parts = self.script[n].split(">")
+        half = self.frames // len(parts)  # where the second motion, if any, takes over
+        scenes = [MotionScene(motion, size=self.size, frames=self.frames - half if k else half,
+                              seed=self.seed + n + 7919 * k) for k, motion in enumerate(parts)]
         path = self.folder / f"{self.name}{n:05d}.ts"
         temp = path.with_name(f".{path.name}.tmp")
         first = n * self.frames
@@ -47,7 +53,8 @@ class ScriptedStream:
             stream.width, stream.height = self.size
             stream.pix_fmt = "yuv420p"
             for i in range(self.frames):
-                frame = av.VideoFrame.from_ndarray(scene.frame(i), format="rgb24")
+                picture = scenes[0].frame(i) if i < half or len(scenes) == 1 else scenes[1].frame(i - half)
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
                 frame.pts = first + i
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
@@ -66,3 +73,9 @@ class ScriptedStream:
         temp = self.playlist.with_name(f".{self.playlist.name}.tmp")
         temp.write_text("\n".join(lines) + "\n")
         os.replace(temp, self.playlist)
+
+
+def motion_at(entry: str, frame: int, frames: int) -> str:
+    """The motion a segment scripted as `entry` (``"a"`` or ``"a>b"``) shows at `frame`."""
+    parts = entry.split(">")
+    return parts[0] if len(parts) == 1 or frame < frames // 2 else parts[1]

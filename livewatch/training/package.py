@@ -4,7 +4,7 @@ The archive holds the model files at its root (what the in-process classifier re
 `livewatch.model.artifacts`) and ``code/`` for the container:
 
 - ``code/inference.py`` and ``code/requirements.txt`` from the repository's ``model/code/``;
-- ``code/livewatch/model/{video,windows,preprocess,sampling,model_files,mxnet_net}.py`` and
+- ``code/livewatch/model/{video,packets,windows,preprocess,sampling,model_files,mxnet_net}.py`` and
   ``code/livewatch/errors.py``: copies, made at packaging time, of the modules the daemon reads a
   model directory, loads the network (oneDNN fusion), decodes and preprocesses with, under the
   same import names. So the endpoint does it with the daemon's own code — there is no
@@ -27,8 +27,9 @@ from livewatch.model.artifacts import ModelArtifact, pack_model
 from livewatch.model.resolve import resolve_model
 
 #: The daemon's modules the serving code imports, relative to the livewatch package.
-SHARED_MODULES = ("errors.py", "model/video.py", "model/windows.py", "model/preprocess.py",
-                  "model/sampling.py", "model/model_files.py", "model/mxnet_net.py")
+SHARED_MODULES = ("errors.py", "model/video.py", "model/packets.py", "model/windows.py",
+                  "model/preprocess.py", "model/sampling.py", "model/model_files.py",
+                  "model/mxnet_net.py")
 
 
 def default_code_dir() -> Path:

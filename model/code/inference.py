@@ -10,7 +10,10 @@ Request (``application/json``), either the original sample's shape::
 
 or livewatch's versioned form::
 
-    {"version": 1, "uri": "s3://bucket/key.ts", "top_k": 5}
+    {"version": 1, "uri": "s3://bucket/key.ts", "top_k": 5, "windows": "cover"}
+
+``windows`` is ``"center"``, ``"cover"`` (the default, also for the original sample's form) or a
+number of windows, as the daemon's ``classifier.windows``.
 
 The model directory is read and the network loaded (oneDNN fusion included), and the segment is
 read from S3 and decoded, sampled and preprocessed, by the daemon's own modules
@@ -26,7 +29,13 @@ Response (``application/json``)::
     {"version": 1, "uri": "s3://bucket/key.ts", "label": "pan_left", "probability": 0.97,
      "top_k": [{"label": "pan_left", "probability": 0.97}, ...],
      "model": {"name": "camera-motion", "version": "e973a3c46465"},
-     "frames": [11, 12, ...], "decode_ms": 9.0, "infer_ms": 8.2}
+     "frames": [11, 12, ...], "decode_ms": 9.0, "infer_ms": 8.2,
+     "windows": [{"start": 0.0, "end": 2.56, "frames": [0, 62], "label": "pan_left",
+                  "probability": 0.99, "top_k": [...], "concealed_frames": 0}, ...],
+     "concealed_frames": 0, "segment_frames": 250, "expected_frames": null, "truncated": false,
+     "notes": []}
+
+The segment's label, probability and top_k are the mean of its windows' probabilities.
 
 Errors are raised, and the container answers them with an error status and the message. The
 request's or the segment's own defects are 4xx (never worth a retry): a request that is neither
@@ -55,7 +64,7 @@ from livewatch.errors import SegmentError  # noqa: E402
 from livewatch.model.model_files import DEFAULT_META, model_identity, read_classes, read_meta  # noqa: E402
 from livewatch.model.mxnet_net import hybridize, load_block  # noqa: E402
 from livewatch.model.preprocess import to_tensor  # noqa: E402
-from livewatch.model.video import decode_clip  # noqa: E402
+from livewatch.model.video import decode_segment  # noqa: E402
 
 API_VERSION = 1
 
@@ -102,13 +111,19 @@ def parse_request(body) -> dict:
     if not isinstance(payload, dict):
         raise ValueError("the request body must be a JSON object")
     if "S3_VIDEO_PATH" in payload:
-        request = {"uri": payload["S3_VIDEO_PATH"], "top_k": 5,
+        request = {"uri": payload["S3_VIDEO_PATH"], "top_k": 5, "windows": "cover",
                    "requested_frames": payload.get("MODEL_MAX_FRAMES")}
     elif payload.get("version") == API_VERSION and "uri" in payload:
         top_k = payload.get("top_k", 5)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a whole number of at least 1, not {top_k!r}")
-        request = {"uri": payload["uri"], "top_k": top_k, "requested_frames": None}
+        windows = payload.get("windows", "cover")
+        if windows not in ("center", "cover") and not (
+                isinstance(windows, int) and not isinstance(windows, bool) and windows >= 1):
+            raise ValueError(f'windows must be "center", "cover" or a number of at least 1, '
+                             f'not {windows!r}')
+        request = {"uri": payload["uri"], "top_k": top_k, "windows": windows,
+                   "requested_frames": None}
     else:
         raise ValueError('expected {"S3_VIDEO_PATH": "s3://...", "MODEL_MAX_FRAMES": 32} or '
                          f'{{"version": {API_VERSION}, "uri": "s3://...", "top_k": 5}}')
@@ -132,25 +147,45 @@ def read_s3(uri: str) -> bytes:
     return s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
 
 
-def predict_bytes(model: Model, data: bytes, top_k: int = 5) -> dict:
-    """Decode, preprocess and classify one segment's bytes, as the daemon's classifier does."""
+def predict_bytes(model: Model, data: bytes, top_k: int = 5, windows="cover") -> dict:
+    """Decode, preprocess and classify one segment's bytes, as the daemon's classifier does: its
+    windows in one batch, the segment's labels from the mean of their probabilities."""
     meta = model.meta
-    clip = decode_clip(io.BytesIO(data), new_length=meta["frames"], new_step=meta.get("step", 1),
-                       size=tuple(meta["resize"]))
+    decoded = decode_segment(io.BytesIO(data), new_length=meta["frames"],
+                             new_step=meta.get("step", 1), windows=windows,
+                             size=tuple(meta["resize"]))
     started = time.perf_counter()
-    probs = model.predict(to_tensor(clip.frames, crop=meta["crop"], mean=tuple(meta["mean"]),
-                                    std=tuple(meta["std"])))[0]
+    batch = np.concatenate([to_tensor(frames, crop=meta["crop"], mean=tuple(meta["mean"]),
+                                      std=tuple(meta["std"])) for frames in decoded.frames])
+    probs = model.predict(batch)
     infer_ms = (time.perf_counter() - started) * 1000.0
-    order = np.argsort(-probs, kind="stable")[:top_k]
-    best = [{"label": model.classes[i], "probability": float(probs[i])} for i in order]
+
+    def labels(row):
+        order = np.argsort(-row, kind="stable")[:top_k]
+        return [{"label": model.classes[i], "probability": float(row[i])} for i in order]
+
+    best = labels(probs.mean(axis=0))
+    spans = []
+    for span, row in zip(decoded.windows, probs):
+        top = labels(row)
+        spans.append({"start": span.start, "end": span.end,
+                      "frames": [span.indices[0], span.indices[-1]], "label": top[0]["label"],
+                      "probability": top[0]["probability"], "top_k": top,
+                      "concealed_frames": span.concealed})
     return {
         "label": best[0]["label"],
         "probability": best[0]["probability"],
         "top_k": best,
         "model": {"name": meta["name"], "version": meta["version"]},
-        "frames": clip.indices,
-        "decode_ms": round(clip.decode_ms, 1),
+        "frames": [i for span in decoded.windows for i in span.indices],
+        "decode_ms": round(decoded.decode_ms, 1),
         "infer_ms": round(infer_ms, 1),
+        "windows": spans,
+        "concealed_frames": decoded.concealed_frames,
+        "segment_frames": decoded.num_frames,
+        "expected_frames": decoded.expected_frames,
+        "truncated": decoded.truncated,
+        "notes": decoded.notes,
     }
 
 
@@ -167,7 +202,7 @@ def transform_fn(model: Model, request_body, content_type="application/json", ac
             _refuse(exc, 404)
         raise
     try:
-        result = predict_bytes(model, data, request["top_k"])
+        result = predict_bytes(model, data, request["top_k"], request["windows"])
     except SegmentError as exc:
         _refuse(exc, 422)
     result = {"version": API_VERSION, "uri": request["uri"], **result}

@@ -135,8 +135,8 @@ class I3DClassifier(Classifier):
             decoded, tensor, preprocess_ms = await loop.run_in_executor(
                 self._executor, prepare, model, segment, self.options)
             self._ready.append((tensor, result))
-        except (SegmentError, TransientError, OSError):
-            raise  # OSError: reading the segment failed, which may pass
+        except (SegmentError, TransientError, OSError, MemoryError):
+            raise  # reading the segment failed, or memory ran short: either may pass
         except Exception as exc:  # decoding is deterministic and runs no model: the segment's fault
             raise SegmentError(f"could not decode: {type(exc).__name__}: {exc}") from exc
         finally:

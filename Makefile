@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DYNALITE := $(VENV)/.dynalite-installed
 
-.PHONY: setup run demo test test-fast bench soak clean
+.PHONY: setup run demo test test-fast bench soak clean image-tools
 
-setup: $(STAMP) $(DYNALITE)
+setup: $(STAMP) $(DYNALITE) image-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ $(DYNALITE): $(STAMP) livewatch/testing/dynalite.py
 	$(BIN)/python -m livewatch.testing.dynalite
 	touch $@
 
+# buildah, podman and debootstrap (Debian packages) for tests/test_image.py, which really builds the
+# image: installed when run as root and missing; otherwise setup fails, naming what to install.
+IMAGE_TOOLS := buildah podman debootstrap
+image-tools:
+	@missing=""; for t in $(IMAGE_TOOLS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "error: missing:$$missing (for tests/test_image.py): as root, apt-get install -y$$missing" >&2; exit 1; fi; \
+	fi
+
 # The main job on the embedded default: folder source -> in-process I3D -> local store + stdout.
 # MODEL=path/to/model (a directory, model.tar.gz or s3:// URI) overrides the model-zoo default.
 run: $(STAMP)
@@ -31,7 +42,7 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
-test: $(STAMP) $(DYNALITE)
+test: $(STAMP) $(DYNALITE) image-tools
 	$(BIN)/pytest
 
 test-fast: $(STAMP) $(DYNALITE)

@@ -204,6 +204,8 @@ def test_daemon_config_comes_from_the_other_stacks(templates):
     assert env["LIVEWATCH_SINKS__0__TABLE"] == imported("results", "TableName")
     assert env["AWS_REGION"] == {"Ref": "AWS::Region"}
     assert container["EntryPoint"] + container["Command"] == ["livewatch", "run"]
+    # The Dockerfile's HEALTHCHECK, which ECS does not take from the image.
+    assert container["HealthCheck"]["Command"] == ["CMD", "python", "-m", "livewatch.healthcheck"]
 
 
 def test_fleet_scales_on_the_queue_backlog_per_task(templates):

@@ -12,7 +12,8 @@
 # rebuild gets the same base. Keep it current (monthly, or on a Debian or Python security release):
 #   docker buildx imagetools inspect python:3.11-slim-bookworm   # the "Digest:" line
 #   (or: skopeo inspect --format '{{.Digest}}' docker://python:3.11-slim-bookworm)
-# Pinned: python:3.11-slim-bookworm, digest as published on Docker Hub on 2026-08-24.
+# Pinned: the python:3.11-slim-bookworm index digest recorded on 2026-08-24 (copied from a public
+# record; Docker Hub is unreachable from the machines this was written on: re-resolve it as above).
 # Any Debian-based Python 3.11 with python3 -m venv works: --build-arg BASE=...
 ARG BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 

@@ -137,6 +137,16 @@ def test_without_a_container_tool_deploy_prints_the_commands(aws_env, tmp_path):
     assert not boto3.client("cloudformation").describe_stacks()["Stacks"]
 
 
+def test_image_options_need_build_image_and_the_fleet(aws_env):
+    without = lw(aws_env, "deploy", "--push-to", "dir:/tmp/x")
+    assert without.returncode == 2 and "--push-to go with --build-image" in without.stderr
+    no_fleet = lw(aws_env, "deploy", "--stack", "storage", "--build-image", "--poll", 0)
+    assert no_fleet.returncode == 2
+    assert no_fleet.stderr.strip() == ("error: --build-image builds the fleet's image: deploy the fleet "
+                                       "stack too (--stack fleet)")
+    assert not boto3.client("cloudformation").describe_stacks()["Stacks"]
+
+
 # --- a real build ---------------------------------------------------------------------------------
 
 
@@ -183,9 +193,9 @@ def built(moto_server, tmp_path_factory) -> Built:
     yield Built(deploy=result, image=f"{ACCOUNT_REGISTRY}/livewatch:{tag}", tag=tag, pushed=pushed,
                 repositories=ecr.describe_repositories()["repositories"],
                 task_image=task["containerDefinitions"][0]["image"])
-    from livewatch import __version__  # the layers stay cached for the next build; the tags go
-    subprocess.run(["buildah", "rmi", *(f"{ACCOUNT_REGISTRY}/livewatch:{t}" for t in (tag, __version__))],
-                   capture_output=True)
+    # The names go; the layers stay as buildah's build cache (`buildah rmi --prune` clears it), so the
+    # next build redoes only the steps whose inputs changed.
+    subprocess.run(["podman", "untag", f"{ACCOUNT_REGISTRY}/livewatch:{tag}"], capture_output=True)
 
 
 @pytest.mark.slow

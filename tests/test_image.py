@@ -147,6 +147,15 @@ def test_image_options_need_build_image_and_the_fleet(aws_env):
     assert not boto3.client("cloudformation").describe_stacks()["Stacks"]
 
 
+def test_destroy_keeps_the_image_repository_and_says_how_to_remove_it(aws_env):
+    boto3.client("ecr").create_repository(repositoryName="livewatch")
+    result = lw(aws_env, "destroy", "--yes", "--stack", "fleet", "--poll", 0)
+    assert result.returncode == 0, result.stderr
+    assert ("kept: ECR repository livewatch (0 image tags); to remove it with its images: aws ecr "
+            "delete-repository --repository-name livewatch --force --region us-east-1") in result.stdout
+    assert boto3.client("ecr").describe_repositories()["repositories"]
+
+
 # --- a real build ---------------------------------------------------------------------------------
 
 

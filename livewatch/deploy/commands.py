@@ -142,7 +142,8 @@ def deploy(project, region, stack_keys, parameters, model, video, build_image, i
 def destroy(project, region, stack_keys, yes, timeout, poll):
     """Stop the channel, empty the buckets and delete the stacks in reverse order.
 
-    Everything goes: segments, model packages, the detections table. Safe to re-run.
+    Everything goes: segments, model packages, the detections table. Safe to re-run. The ECR
+    repository of the fleet's image stays (deploy --build-image made it); destroy says how to remove it.
     """
     from .session import aws_session, describe_target
     from .stacks import Stacks

@@ -8,9 +8,9 @@ RTSP_SERVER := $(VENV)/.rtsp-server-installed
 # checkov (the template tests' IaC scanner) in its own venv: its pins conflict with ours.
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
 
-.PHONY: setup servers run demo test test-fast bench soak clean
+.PHONY: setup servers image-tools run demo test test-fast bench soak clean
 
-setup: servers $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+setup: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
 
 # The test servers' runtimes: Node.js/npm (dynalite) and Java (SageMaker's multi-model-server).
 # Installed with apt when root; otherwise a missing one stops the set-up, saying what to install.
@@ -49,6 +49,17 @@ $(RTSP_SERVER): $(STAMP) livewatch/testing/rtsp_server.py
 	$(BIN)/python -c 'from livewatch.testing.rtsp_server import missing; assert not missing(), missing()'
 	touch $@
 
+# buildah, podman and debootstrap (Debian packages) for tests/test_image.py, which really builds the
+# image: installed when run as root and missing; otherwise setup fails, naming what to install.
+IMAGE_TOOLS := buildah podman debootstrap
+image-tools:
+	@missing=""; for t in $(IMAGE_TOOLS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "error: missing:$$missing (for tests/test_image.py): as root, apt-get install -y$$missing" >&2; exit 1; fi; \
+	fi
+
 # The main job on the embedded default: folder source -> in-process I3D -> local store + stdout.
 # MODEL=path/to/model (a directory, model.tar.gz or s3:// URI) overrides the model-zoo default.
 run: $(STAMP)
@@ -61,10 +72,10 @@ demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
 # LIVEWATCH_REQUIRE_SERVERS=1: a missing test server fails its tests and any skip fails the run.
-test: servers $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+test: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest
 
-test-fast: servers $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+test-fast: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.

@@ -3,7 +3,9 @@
 Every task is one daemon consuming the same SQS queue (competing consumers): this is how livewatch
 grows past one machine. The service tracks a backlog per task (visible messages / running tasks),
 the metric AWS recommends for queue workers. The image is ``<account>.dkr.ecr.<region>/
-<ImageRepository>:<ImageTag>``, pushed before deploying (`livewatch deploy` checks).
+<ImageRepository>:<ImageTag>``, built from the repository's Dockerfile and pushed before deploying
+(`livewatch deploy --build-image` does both and sets ImageTag; without it, deploy checks the tag
+is there). ECS runs the image's health check on ``/livez`` and replaces a daemon that fails it.
 
 The task role may read segments, consume the queue, invoke the endpoint and write the table, and
 nothing else: it cannot write or delete objects in the bucket.
@@ -126,6 +128,10 @@ def template():
             Command=["run"],
             Essential=True,
             StopTimeout=STOP_TIMEOUT,
+            # The image's HEALTHCHECK, which ECS does not read from the image: /livez answers while
+            # the daemon's event loop does (a stalled daemon is replaced).
+            HealthCheck=ecs.HealthCheck(Command=["CMD", "python", "-m", "livewatch.healthcheck"],
+                                        Interval=30, Timeout=10, Retries=3, StartPeriod=120),
             Environment=[ecs.Environment(Name=k, Value=v) for k, v in environment],
             LogConfiguration=ecs.LogConfiguration(LogDriver="awslogs", Options={
                 "awslogs-group": Ref(log_group), "awslogs-region": Ref("AWS::Region"),

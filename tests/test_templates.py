@@ -232,6 +232,8 @@ def test_daemon_config_comes_from_the_other_stacks(templates, monkeypatch, tmp_p
     assert settings.daemon.shutdown_timeout < container["StopTimeout"]  # in-flight ones finish
     assert os.environ["AWS_REGION"] == os.environ["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert container["EntryPoint"] + container["Command"] == ["livewatch", "run"]
+    # The Dockerfile's HEALTHCHECK, which ECS does not take from the image.
+    assert container["HealthCheck"]["Command"] == ["CMD", "python", "-m", "livewatch.healthcheck"]
 
 
 def test_fleet_scales_on_the_queue_backlog_per_task(templates):

@@ -32,6 +32,16 @@ def _parameters(ctx, param, values: tuple[str, ...]) -> dict[str, dict[str, str]
     return parsed
 
 
+def _build_args(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise click.BadParameter(f"{item!r}: use NAME=VALUE")
+        parsed[key] = value
+    return parsed
+
+
 project_option = click.option(
     "--project", default="livewatch", show_default=True, envvar="LIVEWATCH_PROJECT", callback=_project,
     help="Prefix of the stack names (<project>-<stack>), resource names and exports.")
@@ -78,14 +88,30 @@ def gen_templates(out: Path, fmt: str, stack_keys: tuple[str, ...]):
               help="model.tar.gz to serve (required the first time); uploaded to the artifact bucket.")
 @click.option("--video", type=click.Path(dir_okay=False, path_type=Path),
               help="MP4 for MediaLive to loop as the live stream; uploaded to the artifact bucket.")
+@click.option("--build-image", is_flag=True,
+              help="Build the daemon image from this checkout's Dockerfile, push it to ECR (creating the "
+                   "repository if needed) and run it in the fleet: tags are the version and the git commit.")
+@click.option("--image-tool", type=click.Choice(["docker", "podman", "buildah"]),
+              help="Container tool for --build-image (default: the first installed and working).")
+@click.option("--build-arg", "build_args", multiple=True, callback=_build_args, metavar="NAME=VALUE",
+              help="Build argument for --build-image, e.g. BASE=registry.example.com/python:3.11-slim (repeatable).")
+@click.option("--build-secret", "build_secrets", multiple=True, metavar="id=ID,src=PATH",
+              help="Build secret for --build-image: id=ca-bundle (a CA bundle) or id=pip-conf (a pip.conf "
+                   "for a private index), never stored in the image (repeatable).")
+@click.option("--push-to", metavar="DESTINATION",
+              help="With podman or buildah: push the image here instead of ECR, e.g. oci-archive:livewatch.tar "
+                   "(the fleet still gets its tag).")
 @timeout_option
 @poll_option
-def deploy(project, region, stack_keys, parameters, model, video, timeout, poll):
+def deploy(project, region, stack_keys, parameters, model, video, build_image, image_tool, build_args,
+           build_secrets, push_to, timeout, poll):
     """Create or update the stacks in dependency order and wait for each.
 
     Uploads the model package and the demo video, prints what was created and how to start the
-    channel. Safe to re-run: unchanged stacks are left as they are.
+    channel. Safe to re-run: unchanged stacks are left as they are. With --build-image, builds and
+    pushes the daemon's image first; without a container tool it prints the commands to run.
     """
+    from .image import ImageOptions
     from .rollout import DeployPlan, summary
     from .rollout import deploy as run_deploy
     from .session import aws_session, describe_target
@@ -95,6 +121,11 @@ def deploy(project, region, stack_keys, parameters, model, video, timeout, poll)
     click.echo(f"deploying {project} to {describe_target(session)}")
     plan = DeployPlan(project=project, stacks=stack_keys or STACK_KEYS, parameters=parameters,
                       model=model, video=video)
+    if build_image:
+        plan.image = ImageOptions(tool=image_tool, build_args=build_args, secrets=list(build_secrets),
+                                  push_to=push_to)
+    elif image_tool or build_args or build_secrets or push_to:
+        raise click.UsageError("--image-tool, --build-arg, --build-secret and --push-to go with --build-image")
     stacks = Stacks(session, click.echo, poll=poll, timeout=timeout * 60)
     outputs = run_deploy(session, plan, stacks, click.echo)
     for line in summary(outputs, project, session.region_name):
@@ -111,7 +142,8 @@ def deploy(project, region, stack_keys, parameters, model, video, timeout, poll)
 def destroy(project, region, stack_keys, yes, timeout, poll):
     """Stop the channel, empty the buckets and delete the stacks in reverse order.
 
-    Everything goes: segments, model packages, the detections table. Safe to re-run.
+    Everything goes: segments, model packages, the detections table. Safe to re-run. The ECR
+    repository of the fleet's image stays (deploy --build-image made it); destroy says how to remove it.
     """
     from .session import aws_session, describe_target
     from .stacks import Stacks

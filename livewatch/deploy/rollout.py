@@ -8,6 +8,7 @@ from pathlib import Path
 from livewatch.errors import ConfigError
 
 from . import uploads
+from .image import ImageOptions
 from .stacks import Stacks
 
 
@@ -18,6 +19,7 @@ class DeployPlan:
     parameters: dict[str, dict[str, str]] = field(default_factory=dict)  # stack key -> name -> value
     model: Path | None = None
     video: Path | None = None
+    image: ImageOptions | None = None  # --build-image: build and push it, run its tag in the fleet
 
 
 def deploy(session, plan: DeployPlan, stacks: Stacks,
@@ -30,6 +32,8 @@ def deploy(session, plan: DeployPlan, stacks: Stacks,
     _check_parameters(plan.parameters, templates)
     existing = {spec.key: stacks.describe(spec.stack_name(plan.project)) for spec in STACKS}
     _preflight(session, plan, templates, existing)
+    if plan.image is not None:
+        _publish_image(session, plan, templates, existing, echo)
 
     outputs = {key: Stacks.outputs(stack) for key, stack in existing.items()}
     parameters = {key: dict(plan.parameters.get(key, {})) for key in templates}
@@ -87,15 +91,27 @@ def _preflight(session, plan: DeployPlan, templates: dict[str, dict],
             and "ModelDataKey" not in plan.parameters.get("model", {}):
         raise ConfigError("the model stack is new: give the model package to serve with "
                           "--model path/to/model.tar.gz")
+    if plan.image is not None and "fleet" not in templates:
+        raise ConfigError("--build-image builds the fleet's image: deploy the fleet stack too (--stack fleet)")
     if "fleet" in templates:
         repository = _effective(plan, templates, existing, "fleet", "ImageRepository")
         tag = _effective(plan, templates, existing, "fleet", "ImageTag")
-        uploads.check_image(session.client("ecr"), repository, tag)
+        if plan.image is None:  # else deploy builds and pushes it before the fleet is updated
+            uploads.check_image(session.client("ecr"), repository, tag)
         if _effective(plan, templates, existing, "fleet", "Subnets") is None:
             vpc, subnets = default_network(session.client("ec2"))
             fleet = plan.parameters.setdefault("fleet", {})
             fleet.setdefault("VpcId", vpc)
             fleet["Subnets"] = ",".join(subnets)
+
+
+def _publish_image(session, plan: DeployPlan, templates: dict[str, dict],
+                   existing: dict[str, dict | None], echo: Callable[[str], None]) -> None:
+    from .image import publish
+
+    repository = _effective(plan, templates, existing, "fleet", "ImageRepository")
+    tag = publish(session, repository, plan.project, plan.image, echo)
+    plan.parameters.setdefault("fleet", {})["ImageTag"] = tag
 
 
 def _effective(plan, templates, existing, key: str, name: str) -> str | None:

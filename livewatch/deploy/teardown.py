@@ -20,6 +20,7 @@ def destroy(session, project: str, keys: tuple[str, ...], stacks: Stacks,
             echo: Callable[[str], None]) -> None:
     from templates_gen import STACKS
 
+    repository = _fleet_repository(stacks, project) if "fleet" in keys else None
     for spec in reversed(STACKS):
         if spec.key not in keys:
             continue
@@ -33,6 +34,30 @@ def destroy(session, project: str, keys: tuple[str, ...], stacks: Stacks,
             for bucket in stack_resources(stacks, name, "AWS::S3::Bucket"):
                 empty_bucket(s3, bucket, echo)
         stacks.delete(name)
+    if repository:
+        note_kept_repository(session.client("ecr"), repository, echo)
+
+
+def _fleet_repository(stacks: Stacks, project: str) -> str:
+    """The ECR repository the fleet runs from (its ImageRepository; the default if the stack is gone)."""
+    stack = stacks.describe(f"{project}-fleet") or {}
+    values = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+    return values.get("ImageRepository", "livewatch")
+
+
+def note_kept_repository(ecr, name: str, echo: Callable[[str], None]) -> None:
+    """The ECR repository is deploy's, not a stack's (see `image`): it stays; say how to remove it."""
+    from botocore.exceptions import ClientError
+
+    with aws_errors():
+        try:
+            images = ecr.list_images(repositoryName=name)["imageIds"]
+        except ClientError as exc:
+            if error_code(exc) == "RepositoryNotFoundException":
+                return
+            raise
+    echo(f"kept: ECR repository {name} ({len(images)} image tags); to remove it with its images: "
+         f"aws ecr delete-repository --repository-name {name} --force --region {ecr.meta.region_name}")
 
 
 def stack_resources(stacks: Stacks, name: str, resource_type: str) -> list[str]:

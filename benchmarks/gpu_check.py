@@ -1,0 +1,255 @@
+"""The GPU check (issue 17): the ``torch`` backend's forward pass on a GPU, its agreement with
+float32, and whether CPU decoding keeps up. Under 5 minutes on one H200 with 16 cores.
+
+    benchmarks/gpu_check.sh                          # on the GPU machine (installs .whl/ first)
+    python -m benchmarks.gpu_check --device cpu --quick   # here: the same steps, small and slow
+
+What it does, in order (decoding first, before CUDA is initialised in this process):
+
+1. makes 10 s H.264 segments at 720p30 and 1080p30 and measures decode throughput with N worker
+   processes (`gpu_decode`): the daemon's one-window decode and the whole-segment decode that
+   ``windows = "cover"`` needs;
+2. builds I3D-ResNet50 from the versioned skeleton (`gpu_weights`: graph and shapes, no weights),
+   fills in deterministic weights and calibrates BatchNorm and a peaky head on 12 clips;
+3. times `TorchModel.predict` (float32 host batch in, probabilities out, as the classifier calls
+   it) and the bare forward pass (input already on the GPU) at batch 1, 5 (one segment's
+   "cover" windows at 32x2) and 16, in fp32 (PyTorch's default: TF32 convolutions), fp16 and bf16;
+4. compares each precision's probabilities with ONNX Runtime float32 on the CPU (the unfolded
+   graph: an independent implementation) over 64 other clips: decoded windows of the segments
+   at several offsets and steps, and synthetic ones (moving, still, flipped, dimmed, noisy);
+5. prints the machine, a table and a JSON summary, and writes it to ``$OUT/gpu_check.json``
+   (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import gpu_decode, gpu_weights
+from benchmarks.gpu_clips import make_clips
+
+NUM_CLASSES = 101
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["auto", "gpu", "cpu"], default="gpu")
+    p.add_argument("--quick", action="store_true", help="small clips and segments (a CPU smoke run)")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "benchmarks/results"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/livewatch-gpu-check"))
+    args = p.parse_args(argv)
+    q = args.quick
+    frames, crop, resize = (8, 112, (171, 128)) if q else (32, 224, (340, 256))
+    batches = (1, 2) if q else (1, 5, 16)
+    report: dict = {"started": _now(), "quick": q, "device_asked": args.device,
+                    "clip": {"frames": frames, "crop": crop, "resize": list(resize)}}
+    report["machine"] = machine()
+    _say(f"machine: {json.dumps(report['machine'])}")
+
+    # 1. Decoding, before this process touches CUDA.
+    sizes = {"720p": (1280, 720), "1080p": (1920, 1080)}
+    segments = gpu_decode.make_segments(args.work / "segments", sizes, count=1 if q else 2,
+                                        seconds=2 if q else 10)
+    cores = os.cpu_count() or 1
+    workers = sorted({1, 2} if q else {1, cores // 2, cores})
+    decode = []
+    for name, files in segments.items():
+        for mode in ("window", "all"):
+            for n in workers:
+                row = {"resolution": name, **gpu_decode.throughput(files, mode, n)}
+                decode.append(row)
+                _say(f"decode {name} {mode:6s} x{n:<2d}: {row['segments_per_s']:6.2f} segments/s "
+                     f"({row['ms_per_segment_per_worker']:.0f} ms per segment per worker)")
+    report["decode"] = decode
+
+    # 2. The network and its clips.
+    import onnx
+    import torch
+
+    from livewatch.model.artifacts import ModelArtifact, ModelMeta
+    from livewatch.model.torch_backend import TorchModel, describe_device
+
+    calibration, clips, kinds = make_clips(segments, frames=frames, crop=crop, resize=resize,
+                                           count=16 if q else 64, calibration=6 if q else 12)
+    report["clips"] = {"agreement": len(clips), "calibration": len(calibration), "kinds": kinds}
+    model = onnx.load(str(gpu_weights.SKELETON))
+    if q:  # the skeleton declares 32x224x224; the network takes any size (global pooling)
+        for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+            dim.dim_param = "S"
+    started = time.perf_counter()
+    gpu_weights.regenerate(model, seed=0)
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    gpu_weights.calibrate(model, calibration, device="cuda" if cuda else "cpu")
+    report["weights_s"] = round(time.perf_counter() - started, 2)
+    artifact = ModelArtifact(directory=args.work, classes=tuple(f"class{i:03d}" for i in range(NUM_CLASSES)),
+                             meta=ModelMeta(name="random-i3d-resnet50", version="seed0",
+                                            frames=frames, crop=crop, resize=resize))
+    report["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda,
+                       "cudnn": torch.backends.cudnn.version() if cuda else None,
+                       "device": describe_device(torch, torch.device("cuda" if cuda else "cpu"))}
+    _say(f"torch: {json.dumps(report['torch'])}; weights made and calibrated in {report['weights_s']} s")
+
+    # 3. Timings, and the probabilities for 4.
+    reference = _onnxruntime(model, clips)
+    precisions = ("fp32", "fp16", "bf16") if cuda else ("fp32",)
+    variants = [(p, True) for p in precisions] + ([("fp16", False)] if cuda else [])
+    report["forward"], report["agreement"] = [], {}
+    for precision, channels_last in variants:
+        loaded = TorchModel.from_onnx(artifact, model, device=args.device, precision=precision,
+                                      channels_last=channels_last)
+        label = precision + ("" if channels_last or not cuda else ", no channels-last")
+        for b in batches if channels_last else (max(batches),):
+            row = {"precision": label, "batch": b, **_timings(loaded, clips[:b], torch, q)}
+            report["forward"].append(row)
+            _say(f"{label:24s} batch {b:2d}: predict {row['predict_ms']['median']:8.1f} ms median "
+                 f"({row['predict_ms']['min']:.1f}..{row['predict_ms']['max']:.1f}), "
+                 f"{row['clips_per_s']:7.1f} clips/s; forward only {row['forward_ms']['median']:.1f} ms")
+        if channels_last:
+            probs = np.concatenate([loaded.predict(clips[i:i + 16]) for i in range(0, len(clips), 16)])
+            report["agreement"][precision] = agreement(reference, probs)
+            _say(f"{precision} vs ONNX Runtime fp32 (CPU): {json.dumps(report['agreement'][precision])}")
+        del loaded
+        if cuda:
+            report.setdefault("gpu_memory_peak_mib", {})[label] = round(torch.cuda.max_memory_allocated() / 2**20)
+            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.empty_cache()
+
+    report["summary"] = summary(report, cores)
+    report["finished"] = _now()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report["summary"], indent=1))
+    _say(f"wrote {args.out / 'gpu_check.json'}")
+    return report
+
+
+def _timings(loaded, batch: np.ndarray, torch, quick: bool) -> dict:
+    repeats, warmup = (3, 1) if quick else ({1: 30, 5: 20}.get(len(batch), 10), 3)
+    for _ in range(warmup):  # the first pass at a new shape runs cuDNN's autotuner
+        loaded.predict(batch)
+    predict = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        loaded.predict(batch)
+        predict.append((time.perf_counter() - t) * 1000)
+    x = torch.from_numpy(batch).to(loaded.device).to(loaded.dtype)
+    if loaded.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    forward = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            _sync(torch, loaded.device)
+            t = time.perf_counter()
+            loaded.module(x)
+            _sync(torch, loaded.device)
+            forward.append((time.perf_counter() - t) * 1000)
+    med = float(np.median(predict))
+    return {"predict_ms": _stats(predict), "forward_ms": _stats(forward), "repeats": repeats,
+            "ms_per_clip": round(med / len(batch), 2), "clips_per_s": round(1000 * len(batch) / med, 1),
+            "forward_clips_per_s": round(1000 * len(batch) / float(np.median(forward)), 1)}
+
+
+def _sync(torch, device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _stats(ms: list[float]) -> dict:
+    return {"min": round(min(ms), 2), "median": round(float(np.median(ms)), 2), "max": round(max(ms), 2)}
+
+
+def _onnxruntime(model, clips: np.ndarray) -> np.ndarray:
+    """Float32 probabilities from ONNX Runtime on the CPU: the reference."""
+    import onnxruntime as ort
+
+    from livewatch.model.onnx_backend import softmax
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([softmax(session.run(None, {name: clips[i:i + 8]})[0])
+                           for i in range(0, len(clips), 8)])
+
+
+def agreement(reference: np.ndarray, probs: np.ndarray) -> dict:
+    """Top-1 agreement and probability differences of `probs` against `reference`."""
+    top_ref, top = reference.argmax(axis=1), probs.argmax(axis=1)
+    ordered = np.sort(reference, axis=1)
+    return {"clips": len(reference), "top1_agree": int((top_ref == top).sum()),
+            "top1_agreement": round(float((top_ref == top).mean()), 4),
+            "max_abs_dprob": float(np.abs(reference - probs).max()),
+            "reference_distinct_top1": int(len(set(top_ref.tolist()))),
+            "reference_top1_prob_median": round(float(np.median(ordered[:, -1])), 3),
+            "reference_margin_min": round(float((ordered[:, -1] - ordered[:, -2]).min()), 4)}
+
+
+def summary(report: dict, cores: int) -> dict:
+    """The headline: clips/s per precision and batch, and decode against inference per segment."""
+    best = {(r["precision"], r["batch"]): r for r in report["forward"]}
+    out = {"gpu": report["machine"].get("gpu"), "torch": report["torch"],
+           "clips_per_s": {f"{p} b{b}": r["clips_per_s"] for (p, b), r in best.items()},
+           "agreement": {p: {k: a[k] for k in ("top1_agreement", "max_abs_dprob", "clips")}
+                         for p, a in report["agreement"].items()}}
+    fastest = max(report["forward"], key=lambda r: r["clips_per_s"])
+    cover_batch = max(b for _, b in best if b <= 5)
+    cover = best.get(("fp16", cover_batch)) or best.get(("fp32", cover_batch))
+    keeps_up = {}
+    for row in report["decode"]:
+        if row["workers"] != cores and row["workers"] != max(r["workers"] for r in report["decode"]):
+            continue
+        need = cover["clips_per_s"] / cover_batch if row["mode"] == "all" else fastest["clips_per_s"]
+        keeps_up[f"{row['resolution']} {row['mode']}"] = {
+            "decode_segments_per_s": row["segments_per_s"], "workers": row["workers"],
+            "infer_segments_per_s": round(need, 2),
+            "infer_as": (f"{cover['precision']} batch {cover_batch} (cover: {cover_batch} windows)"
+                         if row["mode"] == "all" else f"{fastest['precision']} batch {fastest['batch']}, one window"),
+            "decode_keeps_up": row["segments_per_s"] >= need}
+    out["decode_vs_infer"] = keeps_up
+    return out
+
+
+def machine() -> dict:
+    info = {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
+            "cpu": _first_line("/proc/cpuinfo", "model name")}
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        if smi.returncode == 0 and smi.stdout.strip():
+            name, driver, memory = (s.strip() for s in smi.stdout.splitlines()[0].split(","))
+            info.update(gpu=name, driver=driver, gpu_memory=memory)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        info["gpu"] = None
+    for module in ("av", "onnx", "onnxruntime", "numpy"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    return info
+
+
+def _first_line(path: str, key: str) -> str:
+    try:
+        with open(path) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "")
+    except OSError:
+        return ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _say(text: str) -> None:
+    print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {text}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

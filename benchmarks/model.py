@@ -1,6 +1,6 @@
 """The benchmark's models: a randomly initialised I3D-ResNet50 (same compute as the trained one;
 nothing is downloaded), exported once to the artifact format. Its ONNX export is made beside it
-by the onnxruntime worker on first use (`livewatch.model.onnx_backend.export_onnx`).
+by the onnxruntime worker on first use (`livewatch.model.backends.onnxruntime.export_onnx`).
 
 Run as ``python -m benchmarks.model DIR`` in a process of its own: it imports MXNet through
 `livewatch.testing.models`, and the parent keeps MXNet (and its OpenMP pool) out of its process.

@@ -106,7 +106,7 @@ def classify(config, files, model, fmt):
 @click.option("--options", "show_options", is_flag=True, help="Also list each plugin's options.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(show_options, as_json):
-    """List the installed sources, classifiers and sinks, and where each comes from."""
+    """List the installed sources, classifiers, sinks and i3d backends, and where each comes from."""
     from .plugins import registry
     from .plugin_docs import describe_options
 
@@ -121,6 +121,8 @@ def plugins(show_options, as_json):
     for e in entries:
         click.echo(f"{e.kind:<10} {e.name:<12} {e.summary}")
         click.echo(f"{'':<23} from {e.plugin} ({e.distribution})")
+        if missing := getattr(e.cls, "missing", lambda: None)():
+            click.echo(f"{'':<23} not available: {missing}")
         if show_options:
             for opt in describe_options(e.cls.Options):
                 default = "" if opt["required"] else f" = {opt['default']!r}"

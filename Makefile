@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DYNALITE := $(VENV)/.dynalite-installed
+TORCH    := $(VENV)/tools/torch/.installed
 
 .PHONY: setup run demo test test-fast bench soak clean
 
-setup: $(STAMP) $(DYNALITE)
+setup: $(STAMP) $(DYNALITE) $(TORCH)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,16 @@ $(STAMP): pyproject.toml
 # dynalite (npm), a second DynamoDB for the dynamodb sink's tests, into the venv (needs node/npm).
 $(DYNALITE): $(STAMP) livewatch/testing/dynalite.py
 	$(BIN)/python -m livewatch.testing.dynalite
+	touch $@
+
+# The torch backend's tests (tests/test_torch_backend.py) run in .venv/tools/torch: .venv plus torch
+# (its CPU build; the `gpu` extra). torch cannot join .venv: GluonCV 0.10 refuses to import beside
+# torch 2. A .pth file puts .venv's packages on that venv's path, so only torch is installed there.
+$(TORCH): $(STAMP)
+	$(PYTHON) -m venv $(VENV)/tools/torch
+	$(BIN)/python -c "import os, sysconfig; print(os.path.realpath(sysconfig.get_paths()['purelib']))" \
+	  > "$$($(VENV)/tools/torch/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/livewatch-venv.pth"
+	$(VENV)/tools/torch/bin/pip install --quiet 'torch==2.13.0'  # CI's disk holds its CPU build
 	touch $@
 
 # The main job on the embedded default: folder source -> in-process I3D -> local store + stdout.
@@ -31,10 +42,10 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
-test: $(STAMP) $(DYNALITE)
+test: $(STAMP) $(DYNALITE) $(TORCH)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) $(DYNALITE)
+test-fast: $(STAMP) $(DYNALITE) $(TORCH)
 	$(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.

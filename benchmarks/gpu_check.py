@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     segments = gpu_decode.make_segments(args.work / "segments", sizes, count=1 if q else 2,
                                         seconds=2 if q else 10)
     cores = os.cpu_count() or 1
-    workers = sorted({1, 2} if q else {1, cores // 2, cores})
+    workers = [2] if q else sorted({1, cores // 2, cores})
     decode = []
     for name, files in segments.items():
         for mode in ("window", "all"):
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from livewatch.model.artifacts import ModelArtifact, ModelMeta
-    from livewatch.model.torch_backend import TorchModel, describe_device
+    from livewatch.model.backends.torch_cuda import TorchModel, describe_device
 
     calibration, clips, kinds = make_clips(segments, frames=frames, crop=crop, resize=resize,
                                            count=16 if q else 64, calibration=6 if q else 12)
@@ -171,7 +171,7 @@ def _onnxruntime(model, clips: np.ndarray) -> np.ndarray:
     """Float32 probabilities from ONNX Runtime on the CPU: the reference."""
     import onnxruntime as ort
 
-    from livewatch.model.onnx_backend import softmax
+    from livewatch.model.backends.onnxruntime import softmax
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name

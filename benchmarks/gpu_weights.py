@@ -118,7 +118,7 @@ def calibrate(model, clips: np.ndarray, device: str = "cpu"):
 if __name__ == "__main__":  # python -m benchmarks.gpu_weights [CACHE_DIR]
     from benchmarks.model import ensure_model
     from livewatch.model.artifacts import load_artifact
-    from livewatch.model.onnx_backend import export_onnx
+    from livewatch.model.backends.onnxruntime import export_onnx
 
     cache = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/.cache/model")
     path = export_onnx(load_artifact(ensure_model(cache)))

@@ -1,4 +1,4 @@
-"""An ONNX graph run by PyTorch: the I3D export (`onnx_backend.export_onnx`) as a `torch.nn.Module`.
+"""An ONNX graph run by PyTorch: the I3D export (`backends.onnxruntime.export_onnx`) as a `torch.nn.Module`.
 
 Why not onnx2torch: it imports torchvision at import time (for two detection operators), and a
 torchvision wheel only loads beside the exact torch build it was made for; the CPU-only torch that

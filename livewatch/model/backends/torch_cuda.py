@@ -1,13 +1,13 @@
-"""The I3D network on PyTorch, for a GPU: the model's ONNX export run as a torch module in float16.
+"""The ``torch`` backend, for a GPU: the model's ONNX export run by PyTorch, in float16 on CUDA.
 
 An optional backend (``pip install 'livewatch[gpu]'``; the i3d classifier's ``backend = "torch"``).
 The network comes from the same ONNX export the ``onnxruntime`` backend reads (made once beside the
-model, `onnx_backend.export_onnx`), turned into a torch module by `onnx_torch.OnnxModule` with each
-BatchNorm folded into its convolution.
+model, `backends.onnxruntime.export_onnx`), turned into a torch module by
+`livewatch.model.onnx_torch.OnnxModule` with each BatchNorm folded into its convolution.
 
-On a CUDA device it runs in float16 (``precision = "auto"``; ``"bf16"`` and ``"fp32"`` on request)
-with channels-last 3-D tensors and cuDNN's autotuner on; the first forward pass at a new batch size
-pays for the autotuning once. Several clips in one forward pass (the classifier's ``max_batch``)
+On a CUDA device it runs in float16 (``backend_options = {precision = "auto"}``; ``"bf16"`` and
+``"fp32"`` on request) with channels-last 3-D tensors and cuDNN's autotuner on; the first forward
+pass at a new batch size pays for the autotuning once. Several clips in one forward pass (the classifier's ``max_batch``)
 is where a GPU gains: see the README's Performance section, GPU.
 
 Without a CUDA device (``device = "auto"``) it runs on the CPU in float32 and says so in the log:
@@ -25,28 +25,21 @@ from typing import Literal
 
 import numpy as np
 
-from livewatch.errors import ModelError
+from pydantic import Field
 
-from .artifacts import ModelArtifact
-from .loaded_model import LoadedModel
+from livewatch.errors import ModelError
+from livewatch.hookspecs import hookimpl
+from livewatch.model.artifacts import ModelArtifact
+from livewatch.model.backend import Backend, BackendOptions
+from livewatch.model.loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp16", "bf16", "fp32"]
 
 
-def available() -> bool:
-    """True when torch and onnx can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class TorchModel(LoadedModel):
-    """A loaded, warmed-up torch module for an I3D artifact: `predict` as `I3DModel.predict`."""
+    """A loaded, warmed-up torch module for an I3D artifact: `predict` as `MXNetModel.predict`."""
 
     def __init__(self, artifact: ModelArtifact, module, device, dtype, channels_last: bool,
                  load_ms: float = 0.0):
@@ -66,7 +59,7 @@ class TorchModel(LoadedModel):
             import onnx
         except ImportError as exc:
             raise ModelError(f"the torch backend needs torch and onnx: {INSTALL}") from exc
-        from .onnx_backend import export_onnx
+        from .onnxruntime import export_onnx
 
         path = onnx_path or export_onnx(artifact)
         return cls.from_onnx(artifact, onnx.load(str(path)), device=device, precision=precision,
@@ -81,7 +74,7 @@ class TorchModel(LoadedModel):
             import torch
         except ImportError as exc:
             raise ModelError(f"the torch backend needs torch and onnx: {INSTALL}") from exc
-        from .onnx_torch import OnnxModule
+        from livewatch.model.onnx_torch import OnnxModule
 
         started = time.perf_counter()
         target = _device(torch, device)
@@ -125,7 +118,7 @@ class TorchModel(LoadedModel):
                     x = x.contiguous(memory_format=torch.channels_last_3d)
                 logits = self.module(x).float()
                 return torch.softmax(logits, dim=-1).cpu().numpy()
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError too
             raise ModelError(f"model {self.artifact.name} failed on a {tuple(batch.shape)} batch "
                              f"on {self.device}: {exc}") from exc
 
@@ -166,3 +159,31 @@ def describe_device(torch, device) -> str:
     if device.type != "cuda":
         return "cpu"
     return f"{device} {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+
+
+class TorchOptions(BackendOptions):
+    precision: Precision = Field(
+        "auto", description="on a CUDA device: fp16 (auto), bf16 or fp32 (PyTorch's default: TF32 "
+        "convolutions); the CPU always runs fp32")
+    channels_last: bool = Field(
+        True, description="channels-last 3-D tensors on a CUDA device (faster fp16 convolutions)")
+
+
+class TorchBackend(Backend):
+    """PyTorch on the model's ONNX export: float16 on a CUDA GPU, batched; float32 on the CPU."""
+
+    name = "torch"
+    summary = "PyTorch on the ONNX export of the same model: fp16 on a CUDA GPU (the `gpu` extra)"
+    Options = TorchOptions
+    modules = ("torch", "onnx")
+    install = INSTALL
+
+    @classmethod
+    def load(cls, artifact: ModelArtifact, options: TorchOptions) -> TorchModel:
+        return TorchModel.load(artifact, device=options.device, precision=options.precision,
+                               threads=options.threads, channels_last=options.channels_last)
+
+
+@hookimpl
+def register_backends(register):
+    register(TorchBackend)

@@ -46,10 +46,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="small clips and segments (a CPU smoke run)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "benchmarks/results"))
     p.add_argument("--work", type=Path, default=Path("/tmp/livewatch-gpu-check"))
+    p.add_argument("--clips", type=int, help="clips scored for agreement (64; quick: 16)")
+    p.add_argument("--batches", help="batch sizes timed (1,5,16; quick: 1,2)")
+    p.add_argument("--repeats", type=int, help="timed passes per batch size (30/20/10; quick: 3)")
+    p.add_argument("--seconds", type=float, help="segment length (10; quick: 2)")
     args = p.parse_args(argv)
     q = args.quick
     frames, crop, resize = (8, 112, (171, 128)) if q else (32, 224, (340, 256))
-    batches = (1, 2) if q else (1, 5, 16)
+    batches = tuple(int(b) for b in (args.batches or ("1,2" if q else "1,5,16")).split(","))
     report: dict = {"started": _now(), "quick": q, "device_asked": args.device,
                     "clip": {"frames": frames, "crop": crop, "resize": list(resize)}}
     report["machine"] = machine()
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Decoding, before this process touches CUDA.
     sizes = {"720p": (1280, 720), "1080p": (1920, 1080)}
     segments = gpu_decode.make_segments(args.work / "segments", sizes, count=1 if q else 2,
-                                        seconds=2 if q else 10)
+                                        seconds=args.seconds or (2 if q else 10))
     cores = os.cpu_count() or 1
     workers = [2] if q else sorted({1, cores // 2, cores})
     decode = []
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
                 _say(f"decode {name} {mode:6s} x{n:<2d}: {row['segments_per_s']:6.2f} segments/s "
                      f"({row['ms_per_segment_per_worker']:.0f} ms per segment per worker)")
     report["decode"] = decode
+    args.out.mkdir(parents=True, exist_ok=True)
+    _save(args.out, report)
 
     # 2. The network and its clips.
     import onnx
@@ -79,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     from livewatch.model.backends.torch_cuda import TorchModel, describe_device
 
     calibration, clips, kinds = make_clips(segments, frames=frames, crop=crop, resize=resize,
-                                           count=16 if q else 64, calibration=6 if q else 12)
+                                           count=args.clips or (16 if q else 64),
+                                           calibration=6 if q else 12)
     report["clips"] = {"agreement": len(clips), "calibration": len(calibration), "kinds": kinds}
     model = onnx.load(str(gpu_weights.SKELETON))
     if q:  # the skeleton declares 32x224x224; the network takes any size (global pooling)
@@ -95,45 +102,64 @@ def main(argv: list[str] | None = None) -> dict:
                                             frames=frames, crop=crop, resize=resize))
     report["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda,
                        "cudnn": torch.backends.cudnn.version() if cuda else None,
+                       "tf32_convolutions": torch.backends.cudnn.allow_tf32,
                        "device": describe_device(torch, torch.device("cuda" if cuda else "cpu"))}
     _say(f"torch: {json.dumps(report['torch'])}; weights made and calibrated in {report['weights_s']} s")
 
-    # 3. Timings, and the probabilities for 4.
-    reference = _onnxruntime(model, clips)
-    precisions = ("fp32", "fp16", "bf16") if cuda else ("fp32",)
+    # 3. Timings (fp16 first: the headline), each precision's probabilities kept for 4.
+    precisions = ("fp16", "fp32", "bf16") if cuda else ("fp32",)
     variants = [(p, True) for p in precisions] + ([("fp16", False)] if cuda else [])
-    report["forward"], report["agreement"] = [], {}
+    report["forward"], report["agreement"], report["errors"] = [], {}, []
+    probs = {}
     for precision, channels_last in variants:
-        loaded = TorchModel.from_onnx(artifact, model, device=args.device, precision=precision,
-                                      channels_last=channels_last)
         label = precision + ("" if channels_last or not cuda else ", no channels-last")
-        for b in batches if channels_last else (max(batches),):
-            row = {"precision": label, "batch": b, **_timings(loaded, clips[:b], torch, q)}
-            report["forward"].append(row)
-            _say(f"{label:24s} batch {b:2d}: predict {row['predict_ms']['median']:8.1f} ms median "
-                 f"({row['predict_ms']['min']:.1f}..{row['predict_ms']['max']:.1f}), "
-                 f"{row['clips_per_s']:7.1f} clips/s; forward only {row['forward_ms']['median']:.1f} ms")
-        if channels_last:
-            probs = np.concatenate([loaded.predict(clips[i:i + 16]) for i in range(0, len(clips), 16)])
-            report["agreement"][precision] = agreement(reference, probs)
-            _say(f"{precision} vs ONNX Runtime fp32 (CPU): {json.dumps(report['agreement'][precision])}")
-        del loaded
+        try:
+            loaded = TorchModel.from_onnx(artifact, model, device=args.device, precision=precision,
+                                          channels_last=channels_last)
+            for b in batches if channels_last else (max(batches),):
+                row = {"precision": label, "batch": b, **_timings(
+                    loaded, clips[np.arange(b) % len(clips)], torch, args.repeats or (3 if q else None))}
+                report["forward"].append(row)
+                _say(f"{label:24s} batch {b:2d}: predict {row['predict_ms']['median']:8.1f} ms median "
+                     f"({row['predict_ms']['min']:.1f}..{row['predict_ms']['max']:.1f}), "
+                     f"{row['clips_per_s']:7.1f} clips/s; forward only {row['forward_ms']['median']:.1f} ms")
+            if channels_last:
+                probs[precision] = np.concatenate(
+                    [loaded.predict(clips[i:i + 16]) for i in range(0, len(clips), 16)])
+            del loaded
+        except Exception as exc:  # keep what the other variants measure
+            report["errors"].append(f"{label}: {type(exc).__name__}: {exc}")
+            _say(f"{label} FAILED: {exc}")
         if cuda:
             report.setdefault("gpu_memory_peak_mib", {})[label] = round(torch.cuda.max_memory_allocated() / 2**20)
             torch.cuda.reset_peak_memory_stats()
             torch.cuda.empty_cache()
+        _save(args.out, report)
+
+    # 4. Agreement with float32 on the CPU.
+    started = time.perf_counter()
+    reference = _onnxruntime(model, clips)
+    report["reference_s"] = round(time.perf_counter() - started, 1)
+    for precision, got in probs.items():
+        report["agreement"][precision] = agreement(reference, got)
+        _say(f"{precision} vs ONNX Runtime fp32 (CPU): {json.dumps(report['agreement'][precision])}")
 
     report["summary"] = summary(report, cores)
     report["finished"] = _now()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
+    _save(args.out, report)
     print(json.dumps(report["summary"], indent=1))
     _say(f"wrote {args.out / 'gpu_check.json'}")
     return report
 
 
-def _timings(loaded, batch: np.ndarray, torch, quick: bool) -> dict:
-    repeats, warmup = (3, 1) if quick else ({1: 30, 5: 20}.get(len(batch), 10), 3)
+def _save(out: Path, report: dict) -> None:
+    """Written after each step too, so a run cut short still leaves what it measured."""
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _timings(loaded, batch: np.ndarray, torch, repeats: int | None) -> dict:
+    repeats = repeats or {1: 30, 5: 20}.get(len(batch), 10)
+    warmup = min(3, repeats)
     for _ in range(warmup):  # the first pass at a new shape runs cuDNN's autotuner
         loaded.predict(batch)
     predict = []
@@ -198,6 +224,8 @@ def summary(report: dict, cores: int) -> dict:
            "clips_per_s": {f"{p} b{b}": r["clips_per_s"] for (p, b), r in best.items()},
            "agreement": {p: {k: a[k] for k in ("top1_agreement", "max_abs_dprob", "clips")}
                          for p, a in report["agreement"].items()}}
+    if not report["forward"]:
+        return out
     fastest = max(report["forward"], key=lambda r: r["clips_per_s"])
     cover_batch = max(b for _, b in best if b <= 5)
     cover = best.get(("fp16", cover_batch)) or best.get(("fp32", cover_batch))

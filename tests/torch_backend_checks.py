@@ -157,3 +157,30 @@ def test_an_operator_it_does_not_know_is_refused_by_name():
     with pytest.raises(ValueError, match=r"ONNX operator\(s\) LpNormalization are not supported "
                        r"by the torch backend"):
         OnnxModule(model)
+
+
+def test_the_gpu_checks_network_is_i3d_resnet50_with_calibrated_made_up_weights(model_dir):
+    from benchmarks import gpu_weights
+
+    skeleton = onnx.load(str(gpu_weights.SKELETON))
+    export = onnx.load(str(model_dir / ONNX_FILE))
+    assert [n.op_type for n in skeleton.graph.node] == [n.op_type for n in export.graph.node]
+    assert gpu_weights.SKELETON.stat().st_size < 100_000  # shapes only, no weights
+    regenerated = gpu_weights.regenerate(onnx.load(str(gpu_weights.SKELETON)), seed=0)
+    again = gpu_weights.regenerate(onnx.load(str(gpu_weights.SKELETON)), seed=0)
+    assert regenerated.SerializeToString() == again.SerializeToString()  # deterministic
+    for dim in regenerated.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "S"  # any clip size: 8 frames at 64x64 here
+    rng = np.random.default_rng(4)
+    clips = rng.standard_normal((6, 3, 8, 64, 64)).astype(np.float32)
+    clips += rng.standard_normal((6, 3, 1, 1, 1)).astype(np.float32)  # each clip its own colour
+    gpu_weights.calibrate(regenerated, clips)
+
+    module = OnnxModule(regenerated).eval()
+    with torch.inference_mode():
+        logits = module(torch.from_numpy(clips)).double().numpy()
+    assert logits.shape == (6, 101)
+    centred = logits - logits.mean(axis=0)  # the head is centred and scaled on these clips
+    assert np.abs(logits.mean(axis=0)).max() < 1e-3
+    assert centred.std() == pytest.approx(gpu_weights.HEAD_STD, rel=1e-3)
+    assert len(set(logits.argmax(axis=1).tolist())) > 1  # not one class for every clip

@@ -17,7 +17,9 @@ What it does, in order (decoding first, before CUDA is initialised in this proce
 4. compares each precision's probabilities with ONNX Runtime float32 on the CPU (the unfolded
    graph: an independent implementation) over 64 other clips: decoded windows of the segments
    at several offsets and steps, and synthetic ones (moving, still, flipped, dimmed, noisy);
-5. prints the machine, a table and a JSON summary, and writes it to ``$OUT/gpu_check.json``
+5. runs the ``i3d`` classifier itself with ``backend = "torch"`` over those segments, many at once
+   as the daemon's workers give them to it, with ``max_batch`` 1 and 16 (`gpu_classifier`);
+6. prints the machine, a table and a JSON summary, and writes it to ``$OUT/gpu_check.json``
    (``--out``).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import gpu_decode, gpu_weights
+from benchmarks import gpu_classifier, gpu_decode, gpu_weights
 from benchmarks.gpu_clips import make_clips
 
 NUM_CLASSES = 101
@@ -144,6 +146,24 @@ def main(argv: list[str] | None = None) -> dict:
         report["agreement"][precision] = agreement(reference, got)
         _say(f"{precision} vs ONNX Runtime fp32 (CPU): {json.dumps(report['agreement'][precision])}")
 
+    # 5. The classifier as the daemon drives it: decode + preprocess + batched forward passes.
+    report["classifier"] = []
+    try:
+        model_dir = gpu_classifier.write_model_dir(args.work / "model", model, artifact.classes,
+                                                   artifact.meta)
+        files = [f for fs in segments.values() for f in fs]
+        for max_batch in (1, max(batches)):
+            row = gpu_classifier.run(model_dir, files, device=args.device, max_batch=max_batch,
+                                     concurrent=max(batches), rounds=1 if q else 2)
+            report["classifier"].append(row)
+            _say(f"classifier, {row['concurrent']} segments at once, max_batch {max_batch}: "
+                 f"{row['segments_per_s']} segments/s (decode {row['decode_ms_median']} ms, "
+                 f"infer {row['infer_ms_median']} ms median per segment){row['errors'] or ''}")
+    except Exception as exc:
+        report["errors"].append(f"classifier: {type(exc).__name__}: {exc}")
+        _say(f"classifier FAILED: {exc}")
+    _save(args.out, report)
+
     report["summary"] = summary(report, cores)
     report["finished"] = _now()
     _save(args.out, report)
@@ -241,6 +261,8 @@ def summary(report: dict, cores: int) -> dict:
                          if row["mode"] == "all" else f"{fastest['precision']} batch {fastest['batch']}, one window"),
             "decode_keeps_up": row["segments_per_s"] >= need}
     out["decode_vs_infer"] = keeps_up
+    out["classifier_segments_per_s"] = {f"max_batch {r['max_batch']}": r["segments_per_s"]
+                                        for r in report.get("classifier", [])}
     return out
 
 

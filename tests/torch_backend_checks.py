@@ -184,3 +184,12 @@ def test_the_gpu_checks_network_is_i3d_resnet50_with_calibrated_made_up_weights(
     assert np.abs(logits.mean(axis=0)).max() < 1e-3
     assert centred.std() == pytest.approx(gpu_weights.HEAD_STD, rel=1e-3)
     assert len(set(logits.argmax(axis=1).tolist())) > 1  # not one class for every clip
+
+
+def test_gluoncv_model_zoo_names_resolve_beside_torch():
+    # GluonCV 0.10's __init__ raises "Legacy torch==2... detected" where torch 2 is importable
+    assert "gluoncv" not in sys.modules
+    from livewatch.model.artifacts_zoo import zoo_names
+
+    assert "i3d_resnet50_v1_ucf101" in zoo_names()
+    assert sys.modules["torch"] is torch  # back in place

@@ -3,6 +3,8 @@
 # onnx, onnxruntime and numpy but no PyAV, pydantic, m3u8 or watchfiles: cp312 wheels in .whl/.
 #   benchmarks/gpu_check.sh --wheels   here, with network: download the wheels into .whl/
 #   benchmarks/gpu_check.sh [ARGS]     there: install .whl/ into /tmp/site if needed, run the check
+# The device call (this workplace's `run`): carry [".whl"], timeout_s 420, command:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; set -o pipefail; benchmarks/gpu_check.sh --out $OUT 2>&1 | tee $OUT/gpu_check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS="av==18.1.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 m3u8==6.0.0 watchfiles==1.3.0"

@@ -139,7 +139,8 @@ def test_batchnorm_is_folded_only_where_it_alone_reads_a_convolution():
              helper.make_node("Relu", ["b_c"], ["b_relu"]),  # a second reader of conv b's output
              helper.make_node("Add", ["a_out", "b_out"], ["s"]),
              helper.make_node("Add", ["s", "b_relu"], ["t"]),
-             helper.make_node("MaxPool", ["t"], ["y"], kernel_shape=[1, 3, 3], pads=[0, 1, 1, 0, 1, 1],
+             helper.make_node("Add", ["t", "t"], ["u"]),  # one tensor read twice by its last reader
+             helper.make_node("MaxPool", ["u"], ["y"], kernel_shape=[1, 3, 3], pads=[0, 1, 1, 0, 1, 1],
                               strides=[1, 2, 2])]
     model = _graph(nodes, {**a_inits, **b_inits})
     onnx.checker.check_model(model)

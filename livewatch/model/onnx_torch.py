@@ -156,6 +156,9 @@ class OnnxModule(torch.nn.Module):
             raise ValueError(f"expected one input and one output, got {inputs} and "
                              f"{[o.name for o in graph.output]}")
         self.input_name, self.output_name = inputs[0], graph.output[0].name
+        # name -> the last node that reads it: the forward pass drops each tensor after that node
+        self._last_use = {name: k for k, (_, ins, _, _) in enumerate(nodes) for name in ins}
+        self._last_use.pop(self.output_name, None)
         #: called as hook(node, args) before each node; a result other than None replaces the op's
         self.hook: Callable[[Node, list], torch.Tensor | None] | None = None
 
@@ -163,26 +166,17 @@ class OnnxModule(torch.nn.Module):
         env: dict[str, torch.Tensor] = dict(self._cpu)
         env.update((name, getattr(self, attr)) for name, attr in self._buffers_of.items())
         env[self.input_name] = x
-        for node in self.nodes:
+        for k, node in enumerate(self.nodes):
             op, inputs, outputs, attrs = node
             args = [env[i] if i else None for i in inputs]
             result = self.hook(node, args) if self.hook is not None else None
             if result is None:
                 result = OPS[op](*args, **attrs)
             env[outputs[0]] = result
-            for name in inputs:  # drop what no later node reads: memory for the next layers
-                if name in self._last_use and self._last_use[name] is node:
-                    env.pop(name, None)
+            for name in inputs:  # what no later node reads is freed now: memory for the next layers
+                if self._last_use.get(name) == k:
+                    env.pop(name, None)  # pop: a node may read one tensor twice
         return env[self.output_name]
-
-    @property
-    def _last_use(self) -> dict[str, Node]:
-        last = self.__dict__.get("_last_use_cache")
-        if last is None:
-            last = {name: node for node in self.nodes for name in node[1]}
-            last.pop(self.output_name, None)
-            self.__dict__["_last_use_cache"] = last
-        return last
 
 
 def fold_batchnorm(nodes: list[Node], consts: dict[str, np.ndarray]) -> list[Node]:

@@ -11,9 +11,10 @@ What it does, in order (decoding first, before CUDA is initialised in this proce
    ``windows = "cover"`` needs;
 2. builds I3D-ResNet50 from the versioned skeleton (`gpu_weights`: graph and shapes, no weights),
    fills in deterministic weights and calibrates BatchNorm and a peaky head on 12 clips;
-3. times `TorchModel.predict` (float32 host batch in, probabilities out, as the classifier calls
-   it) and the bare forward pass (input already on the GPU) at batch 1, 5 (one segment's
-   "cover" windows at 32x2) and 16, in fp32 (PyTorch's default: TF32 convolutions), fp16 and bf16;
+3. times `TorchModel.predict` (float32 host batch in, probabilities out, as the classifier
+   calls it), the bare forward pass (input already on the GPU) and its CUDA-graph replay
+   (`gpu_timing`) at batch 1, 5 (one segment's "cover" windows at 32x2) and 16, in fp16, fp32
+   (PyTorch's default: TF32 convolutions), bf16, and fp16 without channels-last;
 4. compares each precision's probabilities with ONNX Runtime float32 on the CPU (the unfolded
    graph: an independent implementation) over 64 other clips: decoded windows of the segments
    at several offsets and steps, and synthetic ones (moving, still, flipped, dimmed, noisy);
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import gpu_classifier, gpu_decode, gpu_weights
+from benchmarks.gpu_timing import median_text, timings
 from benchmarks.gpu_clips import make_clips
 
 NUM_CLASSES = 101
@@ -119,12 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
             loaded = TorchModel.from_onnx(artifact, model, device=args.device, precision=precision,
                                           channels_last=channels_last)
             for b in batches if channels_last else (max(batches),):
-                row = {"precision": label, "batch": b, **_timings(
+                row = {"precision": label, "batch": b, **timings(
                     loaded, clips[np.arange(b) % len(clips)], torch, args.repeats or (3 if q else None))}
                 report["forward"].append(row)
                 _say(f"{label:24s} batch {b:2d}: predict {row['predict_ms']['median']:8.1f} ms median "
                      f"({row['predict_ms']['min']:.1f}..{row['predict_ms']['max']:.1f}), "
-                     f"{row['clips_per_s']:7.1f} clips/s; forward only {row['forward_ms']['median']:.1f} ms")
+                     f"{row['clips_per_s']:7.1f} clips/s; forward only {row['forward_ms']['median']:.1f} ms"
+                     + (f", as a CUDA graph {median_text(row['cuda_graph_ms'])}" if "cuda_graph_ms" in row else ""))
             if channels_last:
                 probs[precision] = np.concatenate(
                     [loaded.predict(clips[i:i + 16]) for i in range(0, len(clips), 16)])
@@ -175,42 +178,6 @@ def main(argv: list[str] | None = None) -> dict:
 def _save(out: Path, report: dict) -> None:
     """Written after each step too, so a run cut short still leaves what it measured."""
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
-
-
-def _timings(loaded, batch: np.ndarray, torch, repeats: int | None) -> dict:
-    repeats = repeats or {1: 30, 5: 20}.get(len(batch), 10)
-    warmup = min(3, repeats)
-    for _ in range(warmup):  # the first pass at a new shape runs cuDNN's autotuner
-        loaded.predict(batch)
-    predict = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        loaded.predict(batch)
-        predict.append((time.perf_counter() - t) * 1000)
-    x = torch.from_numpy(batch).to(loaded.device).to(loaded.dtype)
-    if loaded.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    forward = []
-    with torch.inference_mode():
-        for _ in range(repeats):
-            _sync(torch, loaded.device)
-            t = time.perf_counter()
-            loaded.module(x)
-            _sync(torch, loaded.device)
-            forward.append((time.perf_counter() - t) * 1000)
-    med = float(np.median(predict))
-    return {"predict_ms": _stats(predict), "forward_ms": _stats(forward), "repeats": repeats,
-            "ms_per_clip": round(med / len(batch), 2), "clips_per_s": round(1000 * len(batch) / med, 1),
-            "forward_clips_per_s": round(1000 * len(batch) / float(np.median(forward)), 1)}
-
-
-def _sync(torch, device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _stats(ms: list[float]) -> dict:
-    return {"min": round(min(ms), 2), "median": round(float(np.median(ms)), 2), "max": round(max(ms), 2)}
 
 
 def _onnxruntime(model, clips: np.ndarray) -> np.ndarray:

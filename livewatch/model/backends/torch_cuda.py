@@ -7,8 +7,8 @@ model, `backends.onnxruntime.export_onnx`), turned into a torch module by
 
 On a CUDA device it runs in float16 (``backend_options = {precision = "auto"}``; ``"bf16"`` and
 ``"fp32"`` on request) with channels-last 3-D tensors and cuDNN's autotuner on; the first forward
-pass at a new batch size pays for the autotuning once. Several clips in one forward pass (the classifier's ``max_batch``)
-is where a GPU gains: see the README's Performance section, GPU.
+pass at a new batch size pays for the autotuning once. Several clips in one forward pass (the
+classifier's ``max_batch``) is where a GPU gains: see the README's Performance section, GPU.
 
 Without a CUDA device (``device = "auto"``) it runs on the CPU in float32 and says so in the log:
 correct, but slower than the ``mxnet`` and ``onnxruntime`` backends there. ``device = "gpu"``
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from livewatch.errors import ModelError
@@ -113,7 +112,7 @@ class TorchModel(LoadedModel):
             with torch.inference_mode():
                 if self.device.type == "cuda":
                     x = x.pin_memory().to(self.device, non_blocking=True)
-                x = x.to(self.dtype)  # cast on the device: half the bytes would cost a CPU pass
+                x = x.to(self.dtype)  # cast here, on the device: a CPU cast would cost a pass there
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
                 logits = self.module(x).float()

@@ -69,15 +69,20 @@ def main(argv: list[str] | None = None) -> dict:
                                         seconds=args.seconds or (2 if q else 10))
     cores = os.cpu_count() or 1
     workers = [2] if q else sorted({1, cores // 2, cores})
-    decode = []
+    decode, errors = [], []
     for name, files in segments.items():
         for mode in ("window", "all"):
             for n in workers:
-                row = {"resolution": name, **gpu_decode.throughput(files, mode, n)}
+                try:
+                    row = {"resolution": name, **gpu_decode.throughput(files, mode, n)}
+                except Exception as exc:  # keep going: the GPU part matters more
+                    errors.append(f"decode {name} {mode} x{n}: {type(exc).__name__}: {exc}")
+                    _say(f"decode {name} {mode} x{n} FAILED: {exc}")
+                    continue
                 decode.append(row)
                 _say(f"decode {name} {mode:6s} x{n:<2d}: {row['segments_per_s']:6.2f} segments/s "
-                     f"({row['ms_per_segment_per_worker']:.0f} ms per segment per worker)")
-    report["decode"] = decode
+                     f"({row['ms_per_segment_per_worker']:.0f} ms per segment per worker, {row['via']})")
+    report["decode"], report["errors"] = decode, errors
     args.out.mkdir(parents=True, exist_ok=True)
     _save(args.out, report)
 
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. Timings (fp16 first: the headline), each precision's probabilities kept for 4.
     precisions = ("fp16", "fp32", "bf16") if cuda else ("fp32",)
     variants = [(p, True) for p in precisions] + ([("fp16", False)] if cuda else [])
-    report["forward"], report["agreement"], report["errors"] = [], {}, []
+    report["forward"], report["agreement"] = [], {}
     probs = {}
     for precision, channels_last in variants:
         label = precision + ("" if channels_last or not cuda else ", no channels-last")
@@ -216,7 +221,7 @@ def summary(report: dict) -> dict:
     fastest = max(report["forward"], key=lambda r: r["clips_per_s"])
     windows = max(b for _, b in best if b <= 5)  # "cover" at 32x2, 30 fps: 5 windows a segment
     cover = best.get(("fp16", windows)) or best.get(("fp32", windows)) or fastest
-    most = max(r["workers"] for r in report["decode"])
+    most = max((r["workers"] for r in report["decode"]), default=0)
     keeps_up = {}
     for row in report["decode"]:
         if row["workers"] != most:

@@ -7,7 +7,8 @@ decoding whole segments one after another on one thread, as the daemon's decoder
 - ``window``: the daemon's decoder as it is (`livewatch.model.video.decode_clip`): one 32-frame
   window at step 2 (the zoo model's 32x2) from the middle of the segment, resized to 340x256;
 - ``all``: every frame of the segment decoded and resized to 340x256, what whole-segment coverage
-  (``windows = "cover"``, 5 windows of 32x2 at 30 fps) needs.
+  (``windows = "cover"``, 5 windows of 32x2 at 30 fps) needs; with the daemon's own
+  ``decode_segment(..., windows="cover")`` where the decoder has it (``via`` says which ran).
 """
 from __future__ import annotations
 
@@ -57,10 +58,12 @@ def decode_window(path: str) -> int:
 def decode_all(path: str) -> int:
     import av
 
-    from livewatch.model.video import RgbScaler
+    from livewatch.model import video
 
-    scale = RgbScaler(*RESIZE)
-    frames = 0
+    if hasattr(video, "decode_segment"):  # the daemon's whole-segment decoder
+        decoded = video.decode_segment(path, 32, 2, "cover", RESIZE)
+        return sum(len(frames) for frames in decoded.frames)
+    scale, frames = video.RgbScaler(*RESIZE), 0
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
@@ -72,6 +75,8 @@ def decode_all(path: str) -> int:
 
 def throughput(files: list[Path], mode: str, workers: int, rounds: int = 2) -> dict:
     """Segments per second with `workers` processes each decoding segments back to back."""
+    from livewatch.model import video
+
     fn = {"window": decode_window, "all": decode_all}[mode]
     jobs = [str(f) for f in files] * max(1, (workers * rounds + len(files) - 1) // len(files))
     jobs = jobs[: max(workers * rounds, 1)]
@@ -80,6 +85,9 @@ def throughput(files: list[Path], mode: str, workers: int, rounds: int = 2) -> d
         started = time.perf_counter()
         frames = list(pool.map(fn, jobs))
         seconds = time.perf_counter() - started
-    return {"mode": mode, "workers": workers, "segments": len(jobs), "seconds": round(seconds, 3),
+    via = {"window": "decode_clip", "all": "decode_segment(cover)" if hasattr(
+        video, "decode_segment") else "every frame, RgbScaler"}[mode]
+    return {"mode": mode, "via": via, "workers": workers, "segments": len(jobs),
+            "seconds": round(seconds, 3),
             "segments_per_s": round(len(jobs) / seconds, 2), "frames_per_segment": frames[0],
             "ms_per_segment_per_worker": round(seconds * 1000 * workers / len(jobs), 1)}

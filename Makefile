@@ -7,10 +7,11 @@ DYNALITE := $(VENV)/.dynalite-installed
 RTSP_SERVER := $(VENV)/.rtsp-server-installed
 # checkov (the template tests' IaC scanner) in its own venv: its pins conflict with ours.
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
+TORCH    := $(VENV)/tools/torch/.installed
 
 .PHONY: setup servers image-tools run demo test test-fast bench soak clean
 
-setup: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+setup: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH)
 
 # The test servers' runtimes: Node.js/npm (dynalite) and Java (SageMaker's multi-model-server).
 # Installed with apt when root; otherwise a missing one stops the set-up, saying what to install.
@@ -60,6 +61,16 @@ image-tools:
 	  else echo "error: missing:$$missing (for tests/test_image.py): as root, apt-get install -y$$missing" >&2; exit 1; fi; \
 	fi
 
+# The torch backend's tests (tests/test_torch_backend.py) run in .venv/tools/torch: .venv plus torch
+# (its CPU build; the `gpu` extra). torch cannot join .venv: GluonCV 0.10 refuses to import beside
+# torch 2. A .pth file puts .venv's packages on that venv's path, so only torch is installed there.
+$(TORCH): $(STAMP)
+	$(PYTHON) -m venv $(VENV)/tools/torch
+	$(BIN)/python -c "import os, sysconfig; print(os.path.realpath(sysconfig.get_paths()['purelib']))" \
+	  > "$$($(VENV)/tools/torch/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/livewatch-venv.pth"
+	$(VENV)/tools/torch/bin/pip install --quiet 'torch==2.13.0'  # CI's disk holds its CPU build
+	touch $@
+
 # The main job on the embedded default: folder source -> in-process I3D -> local store + stdout.
 # MODEL=path/to/model (a directory, model.tar.gz or s3:// URI) overrides the model-zoo default.
 run: $(STAMP)
@@ -72,10 +83,10 @@ demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
 # LIVEWATCH_REQUIRE_SERVERS=1: a missing test server fails its tests and any skip fails the run.
-test: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+test: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest
 
-test-fast: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV)
+test-fast: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.

@@ -42,6 +42,7 @@ DEFAULT_PLUGINS = (
     "livewatch.training.commands",
     "livewatch.model.backends.mxnet",
     "livewatch.model.backends.onnxruntime",
+    "livewatch.model.backends.torch_cuda",
 )
 
 KINDS = {"source": Source, "classifier": Classifier, "sink": Sink, "backend": Backend}

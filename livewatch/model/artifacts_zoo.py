@@ -61,9 +61,29 @@ def socket_timeout(seconds: float):
         socket.setdefaulttimeout(before)
 
 
+@contextlib.contextmanager
+def without_torch():
+    """GluonCV 0.10 refuses to be imported where torch 2 can be (its ``__init__`` checks torch's
+    version for its PyTorch half, which livewatch does not use), as with the ``gpu`` extra: hide
+    torch while GluonCV is first imported."""
+    if "gluoncv" in sys.modules:
+        yield
+        return
+    saved = sys.modules.get("torch")
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        yield
+    finally:
+        if saved is None:
+            del sys.modules["torch"]
+        else:
+            sys.modules["torch"] = saved
+
+
 def zoo_names() -> list[str]:
     """The GluonCV I3D-ResNet models with published weights (all take 32 frames at 224x224)."""
-    from gluoncv.model_zoo.model_store import pretrained_model_list
+    with without_torch():
+        from gluoncv.model_zoo.model_store import pretrained_model_list
 
     return sorted(n for n in pretrained_model_list() if ZOO_NAME.match(n))
 
@@ -78,8 +98,9 @@ def fetch_zoo_model(name: str, cache: Path) -> ModelArtifact:
             f"model {name!r} is not a local directory, a model.tar.gz, an s3:// URI or a GluonCV "
             f"model-zoo name; the zoo's I3D models are: {', '.join(known)}"
         )
-    from gluoncv.model_zoo import get_model
-    from gluoncv.model_zoo.model_store import apache_repo_url, short_hash
+    with without_torch():
+        from gluoncv.model_zoo import get_model
+        from gluoncv.model_zoo.model_store import apache_repo_url, short_hash
 
     repo = os.environ.get("MXNET_GLUON_REPO", apache_repo_url)
     try:

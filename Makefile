@@ -4,16 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DYNALITE := $(VENV)/.dynalite-installed
+NNCF     := $(VENV)/tools/nncf/.installed
 
 .PHONY: setup run demo test test-fast bench soak clean
 
-setup: $(STAMP) $(DYNALITE)
+setup: $(STAMP) $(DYNALITE) $(NNCF)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[aws,templates,test,onnx]'
+	$(BIN)/pip install --quiet -e '.[aws,templates,test,onnx,openvino]'
 	touch $(STAMP)
+
+# NNCF for `livewatch model quantize`, in a venv of its own: its pins clash with MXNet's numpy.
+$(NNCF): $(STAMP)
+	$(PYTHON) -m venv $(VENV)/tools/nncf
+	$(VENV)/tools/nncf/bin/pip install --quiet 'nncf==3.4.0' "openvino==$$($(BIN)/python -c 'import openvino; print(openvino.__version__.split("-")[0])')"
+	touch $@
 
 # dynalite (npm), a second DynamoDB for the dynamodb sink's tests, into the venv (needs node/npm).
 $(DYNALITE): $(STAMP) livewatch/testing/dynalite.py
@@ -31,10 +38,10 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
-test: $(STAMP) $(DYNALITE)
+test: $(STAMP) $(DYNALITE) $(NNCF)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) $(DYNALITE)
+test-fast: $(STAMP) $(DYNALITE) $(NNCF)
 	$(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.

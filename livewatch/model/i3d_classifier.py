@@ -54,9 +54,14 @@ class I3DOptions(Options):
         None, ge=1, description="OpenMP threads for MXNet, or ONNX Runtime's intra-op threads "
         "(default: OMP_NUM_THREADS, else all cores)"
     )
-    backend: Literal["mxnet", "onnxruntime"] = Field(
-        "mxnet", description="what runs the forward pass on the CPU: MXNet, or ONNX Runtime on "
-        "an ONNX export of the same model (made once, beside it; needs the `onnx` extra)"
+    backend: Literal["mxnet", "onnxruntime", "openvino"] = Field(
+        "mxnet", description="what runs the forward pass on the CPU: MXNet, or ONNX Runtime or "
+        "OpenVINO on an ONNX export of the same model (made once, beside it; needs the `onnx` "
+        "or `openvino` extra)"
+    )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="backend \"openvino\": auto is bf16 where the CPU computes it "
+        "natively (AMX or AVX512-BF16), else fp32; int8 needs `livewatch model quantize`"
     )
     max_batch: int = Field(
         1, ge=1, description="segments classified together in one forward pass when several "
@@ -96,6 +101,9 @@ class I3DClassifier(Classifier):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"livewatch-{self.instance}")
         loop = asyncio.get_running_loop()
         self.model = await loop.run_in_executor(self._executor, load_model, self.options)
+
+    def runtime(self) -> dict[str, str]:
+        return self.model.runtime if self.model is not None else {}
 
     async def classify(self, segment: Segment) -> Detection:
         if self.model is None or self._executor is None:
@@ -171,6 +179,13 @@ def load_model(options: I3DOptions) -> "LoadedModel":
         from .onnx_backend import OnnxModel
 
         return OnnxModel.load(artifact, threads=options.threads)  # same predict/top_k/meta
+    if options.backend == "openvino":
+        if options.device == "gpu":
+            raise ModelError("backend \"openvino\" runs on the CPU; use device \"cpu\" or "
+                             "\"auto\", or backend \"mxnet\" for the GPU")
+        from .backends.openvino import OpenVinoModel
+
+        return OpenVinoModel.load(artifact, precision=options.precision, threads=options.threads)
     return I3DModel.load(artifact, device=options.device, threads=options.threads)
 
 

@@ -57,6 +57,8 @@ def available() -> bool:
 class OnnxModel(LoadedModel):
     """A loaded ONNX Runtime session for an I3D artifact: `predict` as `I3DModel.predict`."""
 
+    backend_name = "onnxruntime"
+
     def __init__(self, artifact: ModelArtifact, session, onnx_path: Path, load_ms: float):
         self.artifact = artifact
         self.session = session

@@ -107,3 +107,26 @@ def random_i3d_tar(random_i3d_dir, tmp_path_factory) -> Path:
     code.mkdir()
     (code / "requirements.txt").write_text("gluoncv==0.10.5.post0\n")
     return pack_model(random_i3d_dir, root / "model.tar.gz", code_dir=code, compresslevel=1)
+
+
+def with_peaky_head(model_dir: Path, directory: Path, *, scale: float = 40.0, name: str | None = None) -> Path:
+    """The same network with its last layer's weights and bias multiplied by `scale`: a random
+    model's probabilities are near-uniform (every top-1 a coin toss under any rounding), a peaky
+    head's are spread like a trained model's, so agreement tests mean something."""
+    import mxnet as mx
+
+    directory.mkdir(parents=True)
+    symbol = mx.sym.load(str(model_dir / SYMBOL_FILE))
+    weight = [a for a in symbol.list_arguments() if a.endswith("_weight")][-1]
+    bias = weight[: -len("_weight")] + "_bias"
+    params = mx.nd.load(str(model_dir / PARAMS_FILE))
+    for key in (f"arg:{weight}", f"arg:{bias}"):
+        if key in params:
+            params[key] = params[key] * scale
+    mx.nd.save(str(directory / PARAMS_FILE), params)
+    for file in (SYMBOL_FILE, CLASSES_FILE):
+        shutil.copy2(model_dir / file, directory / file)
+    meta = load_artifact(model_dir).meta
+    meta = meta.model_copy(update=dict(name=name or f"{meta.name}-peaky", version=f"{meta.version}x{scale:g}"))
+    (directory / META_FILE).write_text(meta.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return directory

@@ -161,6 +161,9 @@ class OpenVinoModel(LoadedModel):
                     raise ModelError(
                         f"precision \"int8\" needs a quantized model at {path}: make it with "
                         f"`livewatch model quantize {artifact.directory} --calibrate DIR`")
+                if path.stat().st_mtime < artifact.params_file.stat().st_mtime:
+                    raise ModelError(f"the int8 model {path} is older than {artifact.params_file}: "
+                                     "quantize the model again (`livewatch model quantize`)")
             else:
                 path = export_onnx(artifact)
         core = ov.Core()

@@ -6,7 +6,7 @@ change on its own against the same segments in the same run:
 - `decode_window_before`: `video._decode` before it skipped non-reference B-frames ahead of the
   window (``skip_frame = "NONREF"``) and before it kept swscale single-threaded (PyAV 14+ gives
   a new scaler context an automatic thread pool);
-- `load_unfused`: `I3DModel.load` before it asked for MXNet's oneDNN subgraph fusion
+- `load_unfused`: `MXNetModel.load` before it asked for MXNet's oneDNN subgraph fusion
   (``hybridize(..., backend="MKLDNN")``): hybridized with static memory, and nothing else.
 
 `same_pixels` checks on a real segment that the current decoder gives exactly these frames.
@@ -73,8 +73,8 @@ def same_pixels(path: str) -> bool:
 
 
 def load_unfused(artifact, *, threads: int | None = None):
-    """`I3DModel.load` on the CPU without oneDNN fusion (as before the speed work)."""
-    from livewatch.model.i3d import I3DModel, import_mxnet
+    """`MXNetModel.load` on the CPU without oneDNN fusion (as before the speed work)."""
+    from livewatch.model.backends.mxnet import MXNetModel, import_mxnet
 
     mx = import_mxnet(threads)
     started = time.perf_counter()
@@ -83,7 +83,7 @@ def load_unfused(artifact, *, threads: int | None = None):
     net.collect_params().load(str(artifact.params_file), ctx=mx.cpu(), cast_dtype=True,
                               dtype_source="saved")
     net.hybridize(static_alloc=True, static_shape=True)
-    model = I3DModel(artifact, net, mx.cpu(), load_ms=0.0)
+    model = MXNetModel(artifact, net, mx.cpu(), load_ms=0.0)
     meta = artifact.meta
     model.predict(np.zeros((1, 3, meta.frames, meta.crop, meta.crop), np.float32))
     model.load_ms = (time.perf_counter() - started) * 1000.0

@@ -16,7 +16,7 @@ request, on the same segment files, so a change in the machine's load falls on a
   window skipped, frames scaled on a second thread while the decoder goes on);
 - ``livewatch``: the `i3d` classifier's code as it is (`benchmarks.livewatch_worker`): the above
   plus MXNet's oneDNN fusion;
-- ``onnxrt``: the same with ``backend = "onnxruntime"`` (`livewatch.model.onnx_backend`).
+- ``onnxrt``: the same with ``backend = "onnxruntime"`` (`livewatch.model.backends.onnxruntime`).
 
 Then the OpenVINO phase (`benchmarks.openvino_bench`, ``--only-openvino`` for it alone): fused
 MXNet fp32 against OpenVINO fp32 / bf16 / int8, forward pass and agreement.

@@ -1,9 +1,9 @@
 """livewatch's pipeline, stage by stage, as the `i3d` classifier runs it (`classify_segment`).
 
 ``python -m benchmarks.livewatch_worker`` serves requests (see `benchmarks.worker`). Backends:
-``mxnet`` is `I3DModel` as it is (hybridized, static memory, oneDNN fusion, OpenMP threads =
+``mxnet`` is `MXNetModel` as it is (hybridized, static memory, oneDNN fusion, OpenMP threads =
 cores); ``mxnet-unfused`` is the same without the fusion (`benchmarks.baseline.load_unfused`);
-``onnxruntime`` is `livewatch.model.onnx_backend.OnnxModel`, as the classifier's ``backend =
+``onnxruntime`` is `livewatch.model.backends.onnxruntime.OnnxModel`, as the classifier's ``backend =
 "onnxruntime"`` loads it. Decoders: ``livewatch`` is `video.decode_clip` as it is; ``before`` is
 the same with the decoding before the speed work (`benchmarks.baseline.decode_window_before`).
 
@@ -32,13 +32,13 @@ class Pipeline:
     def __init__(self, model_dir: str, backend: str, threads: int | None = None):
         artifact = load_artifact(Path(model_dir))
         if backend == "mxnet":
-            from livewatch.model.i3d import I3DModel
+            from livewatch.model.backends.mxnet import MXNetModel
 
-            self.model = I3DModel.load(artifact, device="cpu", threads=threads)
+            self.model = MXNetModel.load(artifact, device="cpu", threads=threads)
         elif backend == "mxnet-unfused":
             self.model = baseline.load_unfused(artifact, threads=threads)
         elif backend == "onnxruntime":
-            from livewatch.model.onnx_backend import OnnxModel
+            from livewatch.model.backends.onnxruntime import OnnxModel
 
             self.model = OnnxModel.load(artifact, threads=threads)
         elif backend.startswith("openvino-"):  # openvino-fp32, -bf16, -int8

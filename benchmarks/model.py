@@ -1,6 +1,6 @@
 """The benchmark's models: a randomly initialised I3D-ResNet50 (same compute as the trained one;
 nothing is downloaded), exported once to the artifact format. Its ONNX export is made beside it
-by the onnxruntime worker on first use (`livewatch.model.onnx_backend.export_onnx`).
+by the onnxruntime worker on first use (`livewatch.model.backends.onnxruntime.export_onnx`).
 
 For the OpenVINO phase (`benchmarks.openvino_bench`) also: the same network with a peaky head
 (``--peaky SRC``: its probabilities spread like a trained model's, so top-1 agreement means
@@ -43,7 +43,7 @@ def ensure_demo(work: Path) -> Path:
     model = work / "model"
     if (model / "model-0000.params").is_file():
         return model
-    from livewatch.model.i3d import import_mxnet
+    from livewatch.model.backends.mxnet import import_mxnet
     from livewatch.training.commands import QUICK
     from livewatch.training.demo import build_model
 

@@ -1,24 +1,16 @@
 """`livewatch classify FILE...`: the daemon's classifier and stdout format, without the daemon."""
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
-from .contract import Detection, Segment
+from .contract import Detection
 from .daemon import classify_segment
 from .errors import TransientError
+from .output import formatter_for
+from .segment_files import file_segment
 from .settings import ComponentConfig, load_settings
-from .sinks.stdout import formatter_for
-from .sources.folder import open_segment_file
 from .wiring import build_component
-
-
-def file_segment(path: Path) -> Segment:
-    path = path.absolute()
-    return Segment(uri=str(path), stream=path.parent.name or "files",
-                   open=functools.partial(open_segment_file, path),
-                   size=path.stat().st_size if path.is_file() else None)
 
 
 async def classify_files(config: Path | None, files: list[Path], model: str | None = None,

@@ -50,34 +50,34 @@ def cli():
 @cli.command()
 @config_option
 @click.option("--folder", type=click.Path(file_okay=False, path_type=Path),
-              help="Watch this folder instead of the configured sources.")
+              help="Watch this folder instead of the configured sources (with an installed source that "
+                   "can read a folder: the built-in folder source, unless disabled).")
 @click.option("--model", help="Model: a directory, a model.tar.gz, an s3:// URI or a GluonCV model-zoo name.")
 @click.option("--workers", type=click.IntRange(min=1), help="Segments in classification at once (daemon.workers).")
-@click.option("--once", is_flag=True, help="Process the segments already in the folder, then exit.")
+@click.option("--once", is_flag=True, help="Process the segments already there, then exit (each "
+              "source must be able to run once, as the folder source can).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def run(config, folder, model, workers, once, log_level):
-    """Run the daemon until SIGINT/SIGTERM (or, with --once, until the folder is done)."""
+    """Run the daemon until SIGINT/SIGTERM (or, with --once, until the sources are done)."""
+    from .capabilities import folder_source, one_shot
     from .daemon import Daemon
+    from .plugins import registry
     from .settings import ComponentConfig, load_settings
     from .wiring import build
 
-    overrides: dict = {}
-    if folder:
-        overrides["sources"] = [ComponentConfig(type="folder", path=str(folder))]
     daemon_overrides = {k: v for k, v in (("workers", workers), ("log_level", log_level)) if v}
-    settings = load_settings(config, **overrides)
+    settings = load_settings(config)
+    if folder:  # a source that can read a local folder, in place of the configured ones
+        settings.sources = [folder_source(registry(), folder, settings.sources)]
     if model:  # --model keeps the configured classifier type and its other options
         classifier = settings.classifier.model_dump()
         settings.classifier = ComponentConfig(**{**classifier, "model": model})
     if daemon_overrides:
         settings.daemon = settings.daemon.model_copy(update=daemon_overrides)
-    if once:
-        settings.sources = [
-            ComponentConfig(**{**s.model_dump(), "once": True}) if s.type == "folder" else s
-            for s in settings.sources
-        ]
     setup_logging(settings.daemon.log_level, settings.daemon.log_format)
     components = build(settings)
+    if once:  # every source finishes once what exists now is done
+        components.sources = one_shot(components.sources)
     daemon = Daemon(components.sources, components.classifier, components.sinks, settings.daemon)
     stats = asyncio.run(daemon.run())
     if once and stats.released:
@@ -106,7 +106,7 @@ def classify(config, files, model, fmt):
 @click.option("--options", "show_options", is_flag=True, help="Also list each plugin's options.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(show_options, as_json):
-    """List the installed sources, classifiers and sinks, and where each comes from."""
+    """List the installed sources, classifiers, sinks and i3d backends, and where each comes from."""
     from .plugins import registry
     from .plugin_docs import describe_options
 
@@ -121,6 +121,8 @@ def plugins(show_options, as_json):
     for e in entries:
         click.echo(f"{e.kind:<10} {e.name:<12} {e.summary}")
         click.echo(f"{'':<23} from {e.plugin} ({e.distribution})")
+        if missing := getattr(e.cls, "missing", lambda: None)():
+            click.echo(f"{'':<23} not available: {missing}")
         if show_options:
             for opt in describe_options(e.cls.Options):
                 default = "" if opt["required"] else f" = {opt['default']!r}"
@@ -130,7 +132,8 @@ def plugins(show_options, as_json):
 @cli.command()
 @config_option
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-              help="The local store's file (default: the configured local sink's).")
+              help="The store's file, read by an installed sink that can read one back, e.g. "
+              "local (default: the first configured sink that can be queried).")
 @click.option("--stream", help="Only this stream.")
 @click.option("--since", help="Only detections at or after: an age like 10m, 2h, 1d, or an ISO time.")
 @click.option("--until", help="Only detections before: an age or an ISO time.")
@@ -139,25 +142,20 @@ def plugins(show_options, as_json):
               help="The newest N detections.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto")
 def detections(config, db, stream, since, until, errors, limit, fmt):
-    """Show detections from the local store, oldest first."""
+    """Show stored detections, oldest first: from the first configured sink that can read back
+    what it stored (the local store), or the file --db names."""
+    from .capabilities import detection_store
+    from .components import DetectionQuery
+    from .output import formatter_for
+    from .plugins import registry
     from .settings import load_settings
-    from .sinks.local import DEFAULT_PATH, LocalStore
-    from .sinks.stdout import formatter_for
 
-    if db is None:
-        settings = load_settings(config)
-        local = [s for s in settings.sinks if s.type == "local"]
-        db = Path(local[0].options.get("path", DEFAULT_PATH)) if local else Path(DEFAULT_PATH)
-    if not db.is_file():
-        raise ConfigError(f"no local store at {db} (has the daemon run yet? --db names another file)")
-    store = LocalStore(db)
-    try:
-        rows = store.query(stream=stream, since=parse_time(since), until=parse_time(until),
+    configured = [] if db is not None else load_settings(config).sinks
+    store = detection_store(registry(), configured, db)
+    query = DetectionQuery(stream=stream, since=parse_time(since), until=parse_time(until),
                            errors_only=errors, limit=limit)
-    finally:
-        store.close()
     formatter = formatter_for(fmt, sys.stdout)
-    for detection in rows:
+    for detection in asyncio.run(store.query(query)):
         click.echo(formatter(detection))
 
 

@@ -6,6 +6,9 @@ instance per config section: `cls(options, instance=...)`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Awaitable, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -61,6 +64,18 @@ class Source(Component):
         """The segment failed for a transient reason: deliver it again later (default: do nothing,
         the source's own redelivery—a visibility timeout, a restart—brings it back)."""
 
+    # Capabilities the command line looks up (`livewatch.capabilities`); None: not offered.
+
+    @classmethod
+    def for_path(cls, path: Path) -> BaseModel | None:
+        """Options that make this source read the local folder `path` (``run --folder``)."""
+        return None
+
+    @classmethod
+    def one_shot(cls, options: BaseModel) -> BaseModel | None:
+        """`options` changed so that `run` returns once what exists now is delivered (``run --once``)."""
+        return None
+
 
 class Classifier(Component):
     """Turns a segment into a detection. Blocking work (decoding, inference) runs in executors.
@@ -86,3 +101,29 @@ class Sink(Component):
 
     async def write(self, detection: Detection) -> None:
         raise NotImplementedError
+
+    # Capabilities `livewatch detections` looks up (`livewatch.capabilities`).
+
+    #: whether `query` reads back what this sink stored
+    queryable: ClassVar[bool] = False
+
+    @classmethod
+    def for_path(cls, path: Path) -> BaseModel | None:
+        """Options for the store in the local file `path` (``detections --db``); None: not offered."""
+        return None
+
+    async def query(self, query: "DetectionQuery") -> list[Detection]:
+        """The stored detections `query` selects, oldest first. Called without `start`, and must
+        not create a store: a missing one is a ConfigError that says so."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DetectionQuery:
+    """What ``livewatch detections`` asks a queryable sink for; `limit` keeps the newest."""
+
+    stream: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    errors_only: bool = False
+    limit: int | None = None

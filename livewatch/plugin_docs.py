@@ -51,6 +51,10 @@ def config_reference() -> str:
         for entry in registry.of_kind(kind):
             lines += ["", f"#### `{section}` type = \"{entry.name}\"", "", entry.summary, ""]
             lines += table(describe_options(entry.cls.Options))
+    for entry in registry.of_kind("backend"):  # the i3d classifier's backend_options table
+        own = [o for o in describe_options(entry.cls.Options) if o["name"] not in ("device", "threads")]
+        lines += ["", f"#### `[classifier.backend_options]` backend = \"{entry.name}\"", "", entry.summary, ""]
+        lines += table(own) if own else ["No options of its own."]
     return "\n".join([*lines, "", END])
 
 

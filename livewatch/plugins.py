@@ -3,7 +3,8 @@
 Rules:
 - Third-party plugins are found through the ``livewatch`` entry-point group.
 - ``LIVEWATCH_DISABLED_PLUGINS`` (comma-separated plugin names, built-ins included, e.g.
-  ``livewatch.sinks.stdout``) blocks plugins; ``LIVEWATCH_TRACE_PLUGINS=1`` logs every hook call.
+  ``livewatch.sinks.stdout``) blocks plugins; ``LIVEWATCH_TRACE_PLUGINS=1`` writes every hook call
+  (its arguments and results) to stderr. Every hook is called through ``pm.hook``, so all are traced.
 - Name clash: two plugins that register the same type name for the same kind of component are an
   error that names both; disable one of them to choose.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from functools import cache
 
@@ -20,6 +22,7 @@ import pluggy
 from . import hookspecs
 from .components import Classifier, Component, Sink, Source
 from .errors import ConfigError
+from .model.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +38,19 @@ DEFAULT_PLUGINS = (
     "livewatch.sinks.dynamodb",
     "livewatch.deploy.commands",
     "livewatch.training.commands",
+    "livewatch.model.backends.mxnet",
+    "livewatch.model.backends.onnxruntime",
+    "livewatch.model.backends.openvino",
 )
 
-KINDS = {"source": Source, "classifier": Classifier, "sink": Sink}
+KINDS = {"source": Source, "classifier": Classifier, "sink": Sink, "backend": Backend}
 
 
 @dataclass(frozen=True)
 class Registered:
     kind: str
     name: str
-    cls: type[Component]
+    cls: type[Component] | type[Backend]
     plugin: str  # the plugin (module or entry point) that registered it
     distribution: str  # "livewatch (built-in)" or "package version"
 
@@ -55,33 +61,36 @@ class Registered:
 
 
 class Registry:
-    """Every source, classifier and sink class that the loaded plugins registered."""
+    """Every source, classifier, sink and backend class that the loaded plugins registered."""
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
         self.entries: dict[tuple[str, str], Registered] = {}
         dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
         hooks = {
-            "source": pm.hook.register_sources,
-            "classifier": pm.hook.register_classifiers,
-            "sink": pm.hook.register_sinks,
+            "source": "register_sources",
+            "classifier": "register_classifiers",
+            "sink": "register_sinks",
+            "backend": "register_backends",
         }
-        # Each implementation is called on its own so the registry knows which plugin (and which
-        # distribution) registered each class: `livewatch plugins` shows it, clashes name both.
-        for kind, hook in hooks.items():
-            for impl in hook.get_hookimpls():
+        # Each plugin's implementation is called on its own, through a subset of the hook (so
+        # tracing and wrappers see the call), so the registry knows which plugin and which
+        # distribution registered each class: `livewatch plugins` shows it, clashes name both.
+        for kind, hook_name in hooks.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 dist = dists.get(id(impl.plugin))
                 where = f"{dist.project_name} {dist.version}" if dist else "livewatch (built-in)"
-                impl.function(
+                others = [p for p in pm.get_plugins() if p is not impl.plugin]
+                pm.subset_hook_caller(hook_name, remove_plugins=others)(
                     register=lambda cls, k=kind, p=impl.plugin_name, w=where: self._add(k, cls, p, w)
                 )
 
-    def _add(self, kind: str, cls: type[Component], plugin: str, where: str) -> None:
+    def _add(self, kind: str, cls: type[Component] | type[Backend], plugin: str, where: str) -> None:
         base = KINDS[kind]
         if not (isinstance(cls, type) and issubclass(cls, base)) or not cls.name:
             raise ConfigError(
                 f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of "
-                f"livewatch.components.{base.__name__} with a `name`"
+                f"{base.__module__}.{base.__name__} with a `name`"
             )
         key = (kind, cls.name)
         if key in self.entries:
@@ -123,7 +132,9 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     pm.check_pending()  # a misspelled hook implementation fails loudly
     if os.environ.get("LIVEWATCH_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: log.info("plugin trace: %s", msg.rstrip()))
+        # On stderr, not through logging: commands other than `run` configure no log handler.
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(
+            "".join(f"livewatch plugin trace: {line}\n" for line in msg.splitlines())))
         pm.enable_tracing()
     return pm
 

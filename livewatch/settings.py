@@ -169,6 +169,8 @@ def describe_validation_error(exc: ValidationError, where: str = "", prefix: str
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown option (check its spelling; `livewatch plugins --options` lists them)"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # a validator's own words, without "Value error, "
         lines.append(f"  {field}: {msg}")
     head = f"invalid configuration{' in ' + where if where else ''}:"
     return "\n".join([head, *lines])

@@ -16,7 +16,7 @@ import pytest
 
 from livewatch.errors import ModelError
 from livewatch.model.artifacts import resolve_model
-from livewatch.model.i3d import I3DModel
+from livewatch.model.backends.mxnet import MXNetModel
 from livewatch.testing.models import TEST_CLASSES, reference_forward, with_input_shape
 
 UCF101_ZIP = "/gluon/models/i3d_resnet50_v1_ucf101-760d0981.zip"
@@ -53,7 +53,7 @@ def test_a_directory_loads_and_predicts_as_mxnet_does(random_i3d_dir, batch):
     assert (artifact.name, artifact.version) == ("random-i3d", "seed0")
     assert (artifact.meta.frames, artifact.meta.crop, artifact.meta.resize) == (32, 224, (340, 256))
 
-    model = I3DModel.load(artifact, device="cpu")
+    model = MXNetModel.load(artifact, device="cpu")
     probs = model.predict(batch)
     assert_same_prediction(probs, reference_forward(random_i3d_dir, batch))
     top = model.top_k(probs[0], 3)
@@ -72,7 +72,7 @@ def test_a_model_tar_is_unpacked_once_and_predicts_the_same(random_i3d_tar, rand
     again = resolve_model(str(random_i3d_tar), cache_dir=tmp_path)
     assert again.directory == artifact.directory and marker.exists()  # not extracted again
 
-    probs = I3DModel.load(artifact, device="cpu").predict(batch)
+    probs = MXNetModel.load(artifact, device="cpu").predict(batch)
     assert_same_prediction(probs, reference_forward(random_i3d_dir, batch))
 
 
@@ -89,7 +89,7 @@ def test_files_in_one_top_level_folder_and_defaults_without_model_json(random_i3
 
 
 def test_the_tiny_variant_reads_8_frames_at_112(tiny_i3d_dir):
-    model = I3DModel.load(resolve_model(str(tiny_i3d_dir)), device="cpu")
+    model = MXNetModel.load(resolve_model(str(tiny_i3d_dir)), device="cpu")
     assert (model.meta.frames, model.meta.crop, model.meta.resize) == (8, 112, (171, 128))
     small = random_batch(frames=8, crop=112)
     assert_same_prediction(model.predict(small), reference_forward(tiny_i3d_dir, small))
@@ -140,7 +140,7 @@ def test_classes_that_do_not_match_the_network(tiny_i3d_dir, tmp_path):
     (model_dir / "classes.txt").unlink()
     (model_dir / "classes.txt").write_text("a\nb\nc\n")
     with pytest.raises(ModelError, match="lists 3 labels but the network outputs 5 scores"):
-        I3DModel.load(resolve_model(str(model_dir)), device="cpu")
+        MXNetModel.load(resolve_model(str(model_dir)), device="cpu")
 
 
 def test_corrupt_weights_are_a_model_error(tiny_i3d_dir, tmp_path):
@@ -149,7 +149,7 @@ def test_corrupt_weights_are_a_model_error(tiny_i3d_dir, tmp_path):
     (model_dir / "model-0000.params").unlink()
     (model_dir / "model-0000.params").write_bytes(b"truncated download")
     with pytest.raises(ModelError, match=r"cannot load the model in .*/m'"):
-        I3DModel.load(resolve_model(str(model_dir)), device="cpu")
+        MXNetModel.load(resolve_model(str(model_dir)), device="cpu")
 
 
 def test_an_unknown_zoo_name_lists_the_known_ones():
@@ -276,7 +276,7 @@ def test_an_s3_model_is_downloaded_once_per_etag(aws_env, tmp_path):
 
 def test_threads_bound_the_openmp_pool_when_mxnet_loads():
     code = (
-        "import ctypes, os; from livewatch.model.i3d import import_mxnet; import_mxnet(threads=1); "
+        "import ctypes, os; from livewatch.model.backends.mxnet import import_mxnet; import_mxnet(threads=1); "
         "print(os.environ['OMP_NUM_THREADS'], ctypes.CDLL('libgomp.so.1').omp_get_max_threads())"
     )
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}

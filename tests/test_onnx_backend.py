@@ -6,14 +6,14 @@ import pytest
 
 from livewatch.contract import Segment
 from livewatch.model.artifacts import load_artifact
-from livewatch.model.i3d import I3DModel
+from livewatch.model.backends.mxnet import MXNetModel
 from livewatch.model.i3d_classifier import I3DClassifier
 from livewatch.testing.models import reference_forward, with_input_shape
 
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
-from livewatch.model.onnx_backend import OnnxModel, export_onnx  # noqa: E402
+from livewatch.model.backends.onnxruntime import OnnxModel, export_onnx  # noqa: E402
 
 TOLERANCE = 1e-5  # on softmax probabilities; measured differences are ~1e-8
 
@@ -27,7 +27,7 @@ def test_onnx_export_agrees_with_mxnet(tiny_i3d_dir, tmp_path):
     artifact = load_artifact(tiny_i3d_dir)
     path = export_onnx(artifact, tmp_path / "model.onnx")
     onnx_model = OnnxModel.load(artifact, onnx_path=path)
-    mxnet_model = I3DModel.load(artifact, device="cpu")
+    mxnet_model = MXNetModel.load(artifact, device="cpu")
     meta = artifact.meta
     batch = np.random.default_rng(1).standard_normal(
         (2, 3, meta.frames, meta.crop, meta.crop)).astype(np.float32)  # a batch of 2: N is free
@@ -63,5 +63,15 @@ async def test_the_classifier_runs_on_onnxruntime_when_asked(tiny_i3d_dir, tmp_p
 
 def test_backend_option_is_validated():
     assert I3DClassifier.Options().backend == "mxnet"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown backend type 'tensorrt'; installed backends: "
+                       r"mxnet, onnxruntime"):
         I3DClassifier.Options(backend="tensorrt")
+
+
+def test_backend_options_are_validated_by_the_backend():
+    options = I3DClassifier.Options(backend="onnxruntime", backend_options={"spinning": True})
+    assert options.backend_options == {"spinning": True}
+    with pytest.raises(ValueError, match=r"backend_options for backend 'mxnet': spinning: Extra"):
+        I3DClassifier.Options(backend="mxnet", backend_options={"spinning": True})
+    with pytest.raises(ValueError, match=r"set threads on the classifier itself"):
+        I3DClassifier.Options(backend="onnxruntime", backend_options={"threads": 2})

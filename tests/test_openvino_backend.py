@@ -15,7 +15,7 @@ from livewatch.model.backends.openvino import (
     choose_precision,
     int8_path,
 )
-from livewatch.model.i3d import I3DModel
+from livewatch.model.backends.mxnet import MXNetModel
 from livewatch.model.i3d_classifier import I3DClassifier
 from livewatch.testing.models import reference_forward, with_peaky_head
 
@@ -46,7 +46,7 @@ def test_fp32_and_bf16_agree_with_mxnet(peaky_dir, clips):
     artifact = load_artifact(peaky_dir)
     expected = reference_forward(peaky_dir, clips)
     assert len(set(expected.argmax(1))) > 1  # the clips do not all get the same label
-    mxnet = I3DModel.load(artifact, device="cpu").predict(clips)
+    mxnet = MXNetModel.load(artifact, device="cpu").predict(clips)
     fp32 = OpenVinoModel.load(artifact, precision="fp32")
     assert (peaky_dir / "model.onnx").is_file()  # the ONNX export, beside the model
     np.testing.assert_allclose(fp32.predict(clips), mxnet, rtol=0, atol=FP32_TOLERANCE)
@@ -83,8 +83,9 @@ def test_bf16_without_a_native_unit_and_unknown_precisions_are_refused():
         choose_precision("bf16", {"avx512f", "avx512_vnni"})
     with pytest.raises(ModelError, match="fp16"):
         choose_precision("fp16", set())
-    with pytest.raises(ValueError):
-        I3DClassifier.Options(backend="openvino", precision="fp16")
+    with pytest.raises(ValueError, match="backend_options for backend 'openvino': precision"):
+        I3DClassifier.Options(backend="openvino", backend_options={"precision": "fp16"})
+    assert I3DClassifier.Options(backend="openvino").backend == "openvino"  # registered, installed
 
 
 def test_int8_without_a_quantized_model_says_how_to_make_one(peaky_dir):
@@ -105,8 +106,9 @@ async def test_the_classifier_runs_on_openvino_and_metrics_name_the_unit(peaky_d
     segment = Segment(uri=str(video), stream="cam1", open=lambda: open(video, "rb"))
     results = {}
     for backend in ("openvino", "mxnet"):
+        extra = {"precision": "fp32"} if backend == "openvino" else {}
         classifier = I3DClassifier(I3DClassifier.Options(model=str(peaky_dir), backend=backend,
-                                                         precision="fp32", top_k=3))
+                                                         backend_options=extra, top_k=3))
         await classifier.start()
         try:
             results[backend] = await classifier.classify(segment)

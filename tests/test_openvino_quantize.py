@@ -11,7 +11,7 @@ from livewatch.errors import ModelError
 from livewatch.model.artifacts import load_artifact
 from livewatch.model.backends import openvino_quantize
 from livewatch.model.backends.openvino import INT8_META, OpenVinoModel, int8_path
-from livewatch.model.i3d import I3DModel
+from livewatch.model.backends.mxnet import MXNetModel
 from livewatch.testing.media import write_video
 from livewatch.testing.models import with_peaky_head
 
@@ -53,7 +53,7 @@ def test_quantize_writes_an_int8_model_with_its_agreement_figures(peaky_dir, seg
     int8 = OpenVinoModel.load(artifact, precision="int8")
     assert int8.runtime["precision"] == "int8"
     x = np.random.default_rng(3).standard_normal((2, 3, 8, 112, 112)).astype(np.float32)
-    fp32 = I3DModel.load(artifact, device="cpu").predict(x)
+    fp32 = MXNetModel.load(artifact, device="cpu").predict(x)
     assert np.abs(int8.predict(x) - fp32).max() < 0.2  # int8, yet the same network
 
 

@@ -17,7 +17,8 @@ from livewatch.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SRC = ROOT / "tests" / "plugins" / "livewatch-files-sink"
-HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+#: every hook of the plugin manager (datasette's guard rail: the hook set, not a name prefix)
+HOOKS = sorted(n for n in dir(make_plugin_manager(load_entry_points=False).hook) if not n.startswith("_"))
 LIVEWATCH = str(Path(sys.executable).with_name("livewatch"))
 
 
@@ -121,6 +122,65 @@ def test_hook_register_sinks():
     assert reg.get("sink", "elsewhere").summary == "Sends detections somewhere else."
 
 
+async def test_hook_register_backends(monkeypatch, tiny_i3d_dir, video_factory):
+    """A backend registered through the hook runs the i3d classifier's forward passes: the
+    classifier decodes and batches, the backend only predicts."""
+    import numpy as np
+
+    from livewatch.contract import Segment
+    from livewatch.model.backend import Backend, BackendOptions
+    from livewatch.model.i3d_classifier import I3DClassifier
+    from livewatch.model.loaded_model import LoadedModel
+
+    seen = []
+
+    class Constant(LoadedModel):
+        def __init__(self, artifact, favourite):
+            self.artifact, self.load_ms, self.favourite = artifact, 0.0, favourite
+
+        def _forward(self, batch):
+            seen.append(batch.shape)
+            probs = np.full((len(batch), len(self.classes)), 0.1 / (len(self.classes) - 1))
+            probs[:, self.classes.index(self.favourite)] = 0.9
+            return probs
+
+    class ConstantOptions(BackendOptions):
+        favourite: str = "bowling"
+
+    class ConstantBackend(Backend):
+        """Always says the same thing."""
+
+        name = "constant"
+        Options = ConstantOptions
+
+        @classmethod
+        def load(cls, artifact, options):
+            return Constant(artifact, options.favourite)
+
+    reg = registry_with(register_backends=lambda register: register(ConstantBackend))
+    entry = reg.get("backend", "constant")
+    assert (entry.cls, entry.plugin, entry.summary) == (ConstantBackend, "extra_plugin",
+                                                        "Always says the same thing.")
+    assert [e.name for e in reg.of_kind("backend")] == ["constant", "mxnet", "onnxruntime", "openvino"]
+    monkeypatch.setattr("livewatch.model.i3d_classifier.registry", lambda: reg)
+    with pytest.raises(ValueError, match="backend_options for backend 'constant': colour"):
+        I3DClassifier.Options(backend="constant", backend_options={"colour": "red"})
+
+    options = I3DClassifier.Options(model=str(tiny_i3d_dir), backend="constant",
+                                    backend_options={"favourite": "diving"})
+    video = video_factory("segment.ts", seconds=2, fps=25, size=(320, 180))
+    classifier = I3DClassifier(options)
+    await classifier.start()
+    try:
+        detection = await classifier.classify(
+            Segment(uri=str(video), stream="cam1", open=lambda: open(video, "rb")))
+    finally:
+        await classifier.close()
+    assert (detection.label, detection.probability) == ("diving", pytest.approx(0.9))
+    assert len(detection.frames) == 8  # the classifier decoded the model's window
+    assert seen == [(1, 3, 8, 112, 112)]
+
+
 @pytest.fixture(scope="session")
 def files_sink_site(tmp_path_factory):
     """The third-party plugin installed as a real distribution into its own site folder."""
@@ -158,16 +218,51 @@ def test_hook_register_commands(files_sink_site, tmp_path):
     assert out.strip() == "cam1: 1"
 
 
-def test_every_hook_has_a_test():
+def test_the_hook_set_is_the_hookspecs():
+    assert HOOKS == sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "livewatch_spec"))
+    assert len(HOOKS) >= 5
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook):
     text = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
-    missing = [h for h in HOOKS if f"def test_hook_{h}(" not in text]
-    assert not missing, f"hooks without a test: {missing}"
+    assert re.search(rf"def test_hook_{hook}\(", text), f"hook {hook} has no test_hook_{hook}"
 
 
-def test_every_hook_is_documented_in_the_readme():
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_in_the_readme(hook):
     readme = (ROOT / "README.md").read_text()
-    missing = [h for h in HOOKS if not re.search(rf"^#+ `?{h}\(", readme, re.M)]
-    assert not missing, f"hooks without a README heading: {missing}"
+    assert re.search(rf"^#+ `?{hook}\(", readme, re.M), f"hook {hook} has no README heading"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_is_typed_and_documented(hook):
+    import inspect
+
+    spec = getattr(hookspecs, hook)
+    signature = inspect.signature(spec)
+    assert signature.parameters and all(
+        p.annotation is not inspect.Parameter.empty for p in signature.parameters.values())
+    assert all(f":param {name}:" in spec.__doc__ for name in signature.parameters)
+
+
+def test_trace_plugins_traces_every_hook_call(files_sink_site):
+    """`livewatch --help` calls every hook once per implementing plugin; the trace shows each."""
+    env = {**with_site(files_sink_site), "LIVEWATCH_TRACE_PLUGINS": "1"}
+    result = subprocess.run([LIVEWATCH, "--help"], env=env, capture_output=True, text=True, check=True)
+    trace = [line for line in result.stderr.splitlines() if line.startswith("livewatch plugin trace: ")]
+    pm = make_plugin_manager(load_entry_points=False)
+    for hook in HOOKS:
+        calls = sum(line.endswith(f"  {hook} [hook]") for line in trace)
+        finished = sum(f"  finish {hook} -->" in line for line in trace)
+        # register_* hooks: once per built-in implementing it, plus the files plugin's
+        expected = 1 if hook == "register_commands" else len(getattr(pm.hook, hook).get_hookimpls())
+        expected += hook == "register_sinks"
+        assert (calls, finished) == (expected, expected), hook
+    assert "files-summary" in result.stdout
+    quiet = subprocess.run([LIVEWATCH, "--help"], env=with_site(files_sink_site), capture_output=True,
+                           text=True, check=True)
+    assert "plugin trace" not in quiet.stderr
 
 
 @pytest.mark.slow

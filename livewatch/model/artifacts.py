@@ -109,7 +109,7 @@ def resolve_model(spec: str, cache_dir: Path | str | None = None) -> ModelArtifa
 
 
 def load_artifact(directory: Path, *, name: str | None = None, version: str | None = None) -> ModelArtifact:
-    """Read a model directory's classes and metadata (the network itself is loaded by I3DModel).
+    """Read a model directory's classes and metadata (the network itself is loaded by MXNetModel).
 
     `name` and `version` are defaults that ``model.json`` overrides.
     """

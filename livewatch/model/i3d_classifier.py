@@ -19,17 +19,19 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from livewatch.components import Classifier, Options
 from livewatch.contract import Detection, Label, ModelInfo, Segment
-from livewatch.errors import ModelError
+from livewatch.errors import ConfigError
 from livewatch.hookspecs import hookimpl
+from livewatch.plugins import registry
 
 from .artifacts import resolve_model
+from .backend import Backend, BackendOptions
 from .preprocess import to_tensor
 from .video import CODECS, MAX_SECONDS, decode_clip
 
@@ -48,20 +50,20 @@ class I3DOptions(Options):
     )
     top_k: int = Field(5, ge=1, description="how many of the most probable labels to report")
     device: Literal["auto", "cpu", "gpu"] = Field(
-        "auto", description="where to run the model; auto: a GPU if MXNet sees one"
+        "auto", description="where to run the model; auto: a GPU if the backend sees one"
     )
     threads: int | None = Field(
-        None, ge=1, description="OpenMP threads for MXNet, or ONNX Runtime's intra-op threads "
-        "(default: OMP_NUM_THREADS, else all cores)"
+        None, ge=1, description="the backend's CPU threads: OpenMP threads for MXNet, ONNX "
+        "Runtime's intra-op threads (default: OMP_NUM_THREADS, else all cores)"
     )
-    backend: Literal["mxnet", "onnxruntime", "openvino"] = Field(
-        "mxnet", description="what runs the forward pass on the CPU: MXNet, or ONNX Runtime or "
-        "OpenVINO on an ONNX export of the same model (made once, beside it; needs the `onnx` "
-        "or `openvino` extra)"
+    backend: str = Field(
+        "mxnet", description="what runs the forward pass: an installed backend (`livewatch "
+        "plugins` lists them; built in: mxnet, and onnxruntime or openvino on an ONNX export of "
+        "the same model, made once beside it, with the `onnx` or `openvino` extra)"
     )
-    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
-        "auto", description="backend \"openvino\": auto is bf16 where the CPU computes it "
-        "natively (AMX or AVX512-BF16), else fp32; int8 needs `livewatch model quantize`"
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="the backend's own options (`livewatch plugins "
+        "--options` lists them), e.g. {spinning = true} for onnxruntime, {precision = \"bf16\"} for openvino"
     )
     max_batch: int = Field(
         1, ge=1, description="segments classified together in one forward pass when several "
@@ -82,8 +84,20 @@ class I3DOptions(Options):
     )
 
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_is_installed(cls, name: str) -> str:
+        find_backend(name)  # ValueError in words: a config error
+        return name
+
+    @model_validator(mode="after")
+    def _backend_options_are_valid(self) -> "I3DOptions":
+        backend_options(find_backend(self.backend), self)
+        return self
+
+
 class I3DClassifier(Classifier):
-    """Classifies segments with an I3D model in this process (MXNet on CPU or GPU, or ONNX Runtime)."""
+    """Classifies segments with an I3D model in this process, on any installed backend."""
 
     name = "i3d"
     Options = I3DOptions
@@ -167,26 +181,43 @@ class I3DClassifier(Classifier):
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
 
+def find_backend(name: str) -> type[Backend]:
+    """The installed backend called `name`; ValueError that lists the installed ones, or says what
+    to install when it cannot run here."""
+    try:
+        backend = registry().get("backend", name).cls
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    problem = backend.missing()
+    if problem:
+        raise ValueError(f"{problem}")
+    return backend  # type: ignore[return-value]
+
+
+def backend_options(backend: type[Backend], options: I3DOptions) -> BackendOptions:
+    """The backend's validated options: the classifier's ``device`` and ``threads`` and its
+    ``backend_options`` table. ValueError names a bad key."""
+    shared = set(BackendOptions.model_fields)
+    if clash := shared & options.backend_options.keys():
+        raise ValueError(f"backend_options: set {', '.join(sorted(clash))} on the classifier itself")
+    try:
+        return backend.Options.model_validate(
+            {**options.backend_options, "device": options.device, "threads": options.threads})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"backend_options for backend {backend.name!r}: {problems}") from None
+
+
 def load_model(options: I3DOptions) -> "LoadedModel":
-    """Resolve `options.model` (downloading or unpacking it if needed) and load it. Blocking."""
-    from .i3d import I3DModel
-
+    """Resolve `options.model` (downloading or unpacking it if needed) and load it on the
+    configured backend. Blocking."""
+    try:
+        backend = find_backend(options.backend)
+        loader_options = backend_options(backend, options)
+    except ValueError as exc:
+        raise ConfigError(f"classifier.backend: {exc}") from None
     artifact = resolve_model(options.model, options.cache_dir)
-    if options.backend == "onnxruntime":
-        if options.device == "gpu":
-            raise ModelError("backend \"onnxruntime\" runs on the CPU; use device \"cpu\" or "
-                             "\"auto\", or backend \"mxnet\" for the GPU")
-        from .onnx_backend import OnnxModel
-
-        return OnnxModel.load(artifact, threads=options.threads)  # same predict/top_k/meta
-    if options.backend == "openvino":
-        if options.device == "gpu":
-            raise ModelError("backend \"openvino\" runs on the CPU; use device \"cpu\" or "
-                             "\"auto\", or backend \"mxnet\" for the GPU")
-        from .backends.openvino import OpenVinoModel
-
-        return OpenVinoModel.load(artifact, precision=options.precision, threads=options.threads)
-    return I3DModel.load(artifact, device=options.device, threads=options.threads)
+    return backend.load(artifact, loader_options)
 
 
 def prepare(model: "LoadedModel", segment: Segment,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..components import Options, Sink
+from ..components import DetectionQuery, Options, Sink
 from ..contract import Detection
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
@@ -135,6 +135,26 @@ class LocalSink(Sink):
             self._store = await self._run(LocalStore, self.options.path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sink {self.instance!r}: cannot open {self.options.path}: {exc}") from exc
+
+    queryable = True
+
+    @classmethod
+    def for_path(cls, path: Path) -> LocalOptions:
+        return LocalOptions(path=path)
+
+    async def query(self, query: DetectionQuery) -> list[Detection]:
+        return await asyncio.to_thread(self._query, query)
+
+    def _query(self, query: DetectionQuery) -> list[Detection]:
+        if not self.options.path.is_file():
+            raise ConfigError(f"no local store at {self.options.path} (has the daemon run yet? "
+                              "--db names another file)")
+        store = LocalStore(self.options.path)
+        try:
+            return store.query(stream=query.stream, since=query.since, until=query.until,
+                               errors_only=query.errors_only, limit=query.limit)
+        finally:
+            store.close()
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)

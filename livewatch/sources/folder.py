@@ -23,8 +23,9 @@ from pydantic import Field, model_validator
 
 from ..components import Emit, Options, Source
 from ..contract import Segment
-from ..errors import ConfigError, SegmentError
+from ..errors import ConfigError
 from ..hookspecs import hookimpl
+from ..segment_files import open_segment_file
 from .checkpoint import Checkpoint
 from .playlist import Entry
 from .scan import FileStat, find_streams, folder_playlist, scan_folder, stat_file
@@ -76,6 +77,14 @@ class FolderSource(Source):
     name = "folder"
     Options = FolderOptions
     options: FolderOptions
+
+    @classmethod
+    def for_path(cls, path: Path) -> FolderOptions:
+        return FolderOptions(path=path)
+
+    @classmethod
+    def one_shot(cls, options: FolderOptions) -> FolderOptions:
+        return options.model_copy(update={"once": True})
 
     def __init__(self, options: FolderOptions, *, instance: str | None = None):
         super().__init__(options, instance=instance)
@@ -193,19 +202,6 @@ class FolderSource(Source):
             size=stat.size,
             arrived_at=seen_at,
         )
-
-
-def open_segment_file(path: str | os.PathLike):
-    """Open a segment file; one that is gone is a SegmentError (an error detection), not a crash."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise SegmentError(
-            f"segment file is gone: {os.fspath(path)} was deleted before it could be read "
-            "(an encoder that deletes old segments faster than they are classified?)"
-        ) from None
-    except IsADirectoryError:
-        raise SegmentError(f"not a file: {os.fspath(path)} is a directory") from None
 
 
 @hookimpl

@@ -73,7 +73,7 @@ def with_input_shape(model_dir: Path, directory: Path, *, frames: int, crop: int
 
 def reference_forward(model_dir: str | os.PathLike, batch: np.ndarray) -> np.ndarray:
     """Softmax probabilities of an exported model through MXNet's Module API: a forward pass
-    that shares no code with livewatch's `I3DModel`, for tests to compare it against."""
+    that shares no code with livewatch's `MXNetModel`, for tests to compare it against."""
     import mxnet as mx
 
     symbol, args, auxs = mx.model.load_checkpoint(str(Path(model_dir) / "model"), 0)

@@ -203,7 +203,7 @@ QUICK = {"per_class": 24, "epochs": 20, "segments": 8}
 def demo(ctx, workdir, segments, seconds, model, per_class, epochs, seed, min_accuracy, quick):
     """Offline end to end: make a labelled set, train, package, then classify a scripted live
     stream with the daemon and show the detections against the script."""
-    from livewatch.model.i3d import import_mxnet
+    from livewatch.model.backends.mxnet import import_mxnet
 
     from .demo import run_demo
 
@@ -211,7 +211,7 @@ def demo(ctx, workdir, segments, seconds, model, per_class, epochs, seed, min_ac
     if quick:
         sizes.update({name: value for name, value in QUICK.items()
                       if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT})
-    import_mxnet()  # before anything else loads MXNet: bounded threads (see livewatch.model.i3d)
+    import_mxnet()  # before anything else loads MXNet: bounded threads (see backends.mxnet)
     with tempfile.TemporaryDirectory(prefix="livewatch-demo-") as tmp:
         work = workdir or Path(tmp)
         result = run_demo(work, seconds=seconds, model=model, seed=seed, echo=click.echo, **sizes)

@@ -82,7 +82,7 @@ def _import_mxnet(config: TrainConfig):
     if zoo_on_cpu and "mxnet" not in sys.modules:
         os.environ.setdefault("MXNET_MKLDNN_ENABLED", "0")
         os.environ.setdefault("MXNET_STORAGE_FALLBACK_LOG_VERBOSE", "0")  # one warning per op
-    from livewatch.model.i3d import import_mxnet
+    from livewatch.model.backends.mxnet import import_mxnet
 
     mx = import_mxnet()
     if (zoo_on_cpu and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0"

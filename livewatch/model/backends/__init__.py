@@ -1,1 +1,1 @@
-"""One module per runtime that can run the I3D network (registered as backends)."""
+"""The built-in inference runtimes of the ``i3d`` classifier, each a plugin (``register_backends``)."""

@@ -1,7 +1,7 @@
 """The I3D network on OpenVINO's CPU plugin: the ONNX export of the MXNet model, in fp32, bf16 or int8.
 
 An optional backend (``pip install 'livewatch[openvino]'``; the i3d classifier's ``backend =
-"openvino"``). It reads the ONNX export that the ONNX Runtime backend makes once beside the model
+"openvino"``, ``backend_options = {precision = "bf16"}``; registered through ``register_backends``). It reads the ONNX export that the ONNX Runtime backend makes once beside the model
 (`export_onnx`), or, for ``precision = "int8"``, the OpenVINO IR that ``livewatch model quantize``
 wrote beside it (``model-int8.xml``/``.bin``).
 
@@ -27,12 +27,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from livewatch.errors import ModelError
+from livewatch.hookspecs import hookimpl
 
 from ..artifacts import ModelArtifact
+from ..backend import Backend, BackendOptions
 from ..loaded_model import LoadedModel
-from ..onnx_backend import export_onnx, softmax
+from .onnxruntime import export_onnx, softmax
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +122,13 @@ def choose_precision(precision: str, flags: set[str] | None = None) -> tuple[str
 
 def int8_path(artifact: ModelArtifact) -> Path:
     """Where ``livewatch model quantize`` stores `artifact`'s int8 model (beside the ONNX export)."""
-    from ..onnx_backend import _default_path
+    from .onnxruntime import _default_path
 
     return _default_path(artifact).with_name(INT8_XML)
 
 
 class OpenVinoModel(LoadedModel):
-    """A compiled OpenVINO model for an I3D artifact: `predict` as `I3DModel.predict`."""
+    """A compiled OpenVINO model for an I3D artifact: `predict` as `MXNetModel.predict`."""
 
     def __init__(self, artifact: ModelArtifact, compiled, path: Path, precision: str, unit: str,
                  load_ms: float):
@@ -197,3 +200,31 @@ class OpenVinoModel(LoadedModel):
         except Exception as exc:
             raise ModelError(f"model {self.artifact.name} failed on a {batch.shape} batch: {exc}") from exc
         return softmax(np.asarray(result[0]))
+
+
+class OpenVinoOptions(BackendOptions):
+    precision: Precision = Field(
+        "auto", description="auto: bf16 where the CPU computes it natively (AMX or AVX512-BF16), "
+        "else fp32; int8 needs `livewatch model quantize MODEL --calibrate DIR` first")
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO on the CPU, on the ONNX export (fp32, bf16) or an NNCF int8 model."""
+
+    name = "openvino"
+    summary = "OpenVINO on the CPU: fp32, bf16 on AMX/AVX512-BF16, or int8 (livewatch model quantize)"
+    Options = OpenVinoOptions
+    modules = ("openvino", "onnx", "mxnet")  # mxnet: the export is made from the MXNet model
+    install = "pip install 'livewatch[openvino]'"
+
+    @classmethod
+    def load(cls, artifact: ModelArtifact, options: OpenVinoOptions) -> OpenVinoModel:
+        if options.device == "gpu":
+            raise ModelError("backend \"openvino\" runs on the CPU here; use device \"cpu\" or "
+                             "\"auto\", or backend \"mxnet\" for the GPU")
+        return OpenVinoModel.load(artifact, precision=options.precision, threads=options.threads)
+
+
+@hookimpl
+def register_backends(register):
+    register(OpenVinoBackend)

@@ -32,7 +32,7 @@ import numpy as np
 from livewatch.errors import ModelError
 
 from ..artifacts import ModelArtifact, resolve_model
-from ..onnx_backend import export_onnx
+from .onnxruntime import export_onnx
 from ..preprocess import to_tensor
 from .openvino import INT8_META, OpenVinoModel, int8_path
 
@@ -176,10 +176,10 @@ def _write_windows(artifact: ModelArtifact, videos: list[Path], per_segment: int
 
 def _check(artifact: ModelArtifact, int8_xml: Path, videos: list[Path], per_segment: int) -> dict:
     """Top-1 agreement and probability differences of the int8 model against MXNet fp32."""
-    from ..i3d import I3DModel
+    from .mxnet import MXNetModel
 
     meta = artifact.meta
-    fp32 = I3DModel.load(artifact, device="cpu")
+    fp32 = MXNetModel.load(artifact, device="cpu")
     int8 = OpenVinoModel.load(artifact, precision="int8", path=int8_xml)
     same, diffs = 0, []
     for video in videos:

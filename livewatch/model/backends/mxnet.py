@@ -1,4 +1,4 @@
-"""The I3D network in this process: an exported MXNet model loaded as a Gluon SymbolBlock.
+"""The ``mxnet`` backend: an exported MXNet model loaded as a Gluon SymbolBlock (CPU or GPU).
 
 Threads: MXNet runs its operators on its own engine threads with an OpenMP pool whose size libgomp
 and MXNet read from ``OMP_NUM_THREADS`` once, when libmxnet is loaded; changing it afterwards has
@@ -14,18 +14,16 @@ import logging
 import os
 import sys
 import time
-from typing import Literal
 
 import numpy as np
 
 from livewatch.errors import ModelError
-
-from .artifacts import ModelArtifact
-from .loaded_model import LoadedModel
+from livewatch.hookspecs import hookimpl
+from livewatch.model.artifacts import ModelArtifact
+from livewatch.model.backend import Backend, BackendOptions, Device
+from livewatch.model.loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
-
-Device = Literal["auto", "cpu", "gpu"]
 
 
 def import_mxnet(threads: int | None = None):
@@ -41,8 +39,8 @@ def import_mxnet(threads: int | None = None):
     return mxnet
 
 
-class I3DModel(LoadedModel):
-    """A loaded, warmed-up I3D model: `predict` returns softmax probabilities per class."""
+class MXNetModel(LoadedModel):
+    """A loaded, warmed-up MXNet model: `predict` returns softmax probabilities per class."""
 
     backend_name = "mxnet"
 
@@ -54,7 +52,7 @@ class I3DModel(LoadedModel):
 
     @classmethod
     def load(cls, artifact: ModelArtifact, *, device: Device = "auto",
-             threads: int | None = None) -> "I3DModel":
+             threads: int | None = None) -> "MXNetModel":
         """Import the symbol and params on `device` (``auto``: the first GPU if MXNet sees one),
         hybridize with static memory and run one warm-up forward pass at the model's input shape,
         so the first segment does not pay for graph building.
@@ -113,3 +111,21 @@ def _context(mx, device: Device):
         raise ModelError("device 'gpu' was requested but MXNet sees no GPU (a CPU-only mxnet "
                          "build, or no visible CUDA device); use device 'auto' or 'cpu'")
     return mx.gpu(0) if device == "gpu" or (device == "auto" and gpus) else mx.cpu()
+
+
+class MXNetBackend(Backend):
+    """MXNet with oneDNN fusion on the CPU, or CUDA on a GPU (device "auto" picks a GPU it sees)."""
+
+    name = "mxnet"
+    summary = "MXNet: oneDNN-fused on the CPU, or a GPU (the default)"
+    modules = ("mxnet",)
+    install = "pip install mxnet (or mxnet-cu112 for a GPU)"
+
+    @classmethod
+    def load(cls, artifact: ModelArtifact, options: BackendOptions) -> MXNetModel:
+        return MXNetModel.load(artifact, device=options.device, threads=options.threads)
+
+
+@hookimpl
+def register_backends(register):
+    register(MXNetBackend)

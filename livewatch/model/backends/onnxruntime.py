@@ -1,7 +1,7 @@
-"""The I3D network on ONNX Runtime: exported from the same MXNet symbolic model, same `predict`.
+"""The ``onnxruntime`` backend: the network exported from the same MXNet model, same `predict`.
 
 An optional backend (``pip install 'livewatch[onnx]'``; the i3d classifier's ``backend =
-"onnxruntime"``). Its outputs agree with MXNet's to float32 rounding; on the 2-core benchmark
+"onnxruntime"``; ``backend_options = {spinning = true}`` keeps its threads spinning). Its outputs agree with MXNet's to float32 rounding; on the 2-core benchmark
 machine its forward pass took about as long as MXNet's with oneDNN fusion (see the README's
 Performance section), and it needs less memory.
 
@@ -32,11 +32,13 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from pydantic import Field
 
 from livewatch.errors import ModelError
-
-from .artifacts import ModelArtifact, default_cache_dir
-from .loaded_model import LoadedModel
+from livewatch.hookspecs import hookimpl
+from livewatch.model.artifacts import ModelArtifact, default_cache_dir
+from livewatch.model.backend import Backend, BackendOptions
+from livewatch.model.loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +46,8 @@ ONNX_FILE = "model.onnx"
 OPSET = 13
 
 
-def available() -> bool:
-    """True when onnxruntime and onnx can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class OnnxModel(LoadedModel):
-    """A loaded ONNX Runtime session for an I3D artifact: `predict` as `I3DModel.predict`."""
+    """A loaded ONNX Runtime session for an I3D artifact: `predict` as `MXNetModel.predict`."""
 
     backend_name = "onnxruntime"
 
@@ -116,7 +108,7 @@ def export_onnx(artifact: ModelArtifact, path: Path | None = None) -> Path:
         return path
     import onnx
 
-    from .i3d import import_mxnet
+    from .mxnet import import_mxnet
 
     mx = import_mxnet()  # with its OpenMP pool bounded, as for the MXNet backend
     _ensure_onnx_mapping(onnx)
@@ -186,3 +178,30 @@ class _DtypeKeys(dict):
 
     def setdefault(self, key, default=None):
         return super().setdefault(np.dtype(key), default)
+
+
+class OnnxRuntimeOptions(BackendOptions):
+    spinning: bool = Field(False, description="keep ONNX Runtime's threads spinning between "
+                           "forward passes (lower latency, but they slow the next decode)")
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU, on an ONNX export of the model made once beside it."""
+
+    name = "onnxruntime"
+    summary = "ONNX Runtime on the CPU, on an ONNX export of the same model (made once)"
+    Options = OnnxRuntimeOptions
+    modules = ("onnxruntime", "onnx", "mxnet")  # mxnet: the export is made from the MXNet model
+    install = "pip install 'livewatch[onnx]'"
+
+    @classmethod
+    def load(cls, artifact: ModelArtifact, options: OnnxRuntimeOptions) -> OnnxModel:
+        if options.device == "gpu":
+            raise ModelError("backend \"onnxruntime\" runs on the CPU; use device \"cpu\" or "
+                             "\"auto\", or backend \"mxnet\" for the GPU")
+        return OnnxModel.load(artifact, threads=options.threads, spinning=options.spinning)
+
+
+@hookimpl
+def register_backends(register):
+    register(OnnxRuntimeBackend)

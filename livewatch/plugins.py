@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "livewatch.model.backends.mxnet",
     "livewatch.model.backends.onnxruntime",
     "livewatch.model.backends.openvino",
+    "livewatch.model.backends.auto",
 )
 
 KINDS = {"source": Source, "classifier": Classifier, "sink": Sink, "backend": Backend}

@@ -218,6 +218,13 @@ class OpenVinoBackend(Backend):
     install = "pip install 'livewatch[openvino]'"
 
     @classmethod
+    def variants(cls, artifact: ModelArtifact) -> list[dict]:
+        """bf16 or fp32 as the CPU suits, and int8 when ``livewatch model quantize`` made one."""
+        path = int8_path(artifact)
+        fresh = path.is_file() and path.stat().st_mtime >= artifact.params_file.stat().st_mtime
+        return [{"precision": "auto"}] + ([{"precision": "int8"}] if fresh else [])
+
+    @classmethod
     def load(cls, artifact: ModelArtifact, options: OpenVinoOptions) -> OpenVinoModel:
         if options.device == "gpu":
             raise ModelError("backend \"openvino\" runs on the CPU here; use device \"cpu\" or "

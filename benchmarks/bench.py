@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO phase")
     parser.add_argument("--only-openvino", action="store_true",
                         help="only the OpenVINO phase (forward pass and agreement, issue 17)")
+    parser.add_argument("--no-int8", action="store_true",
+                        help="OpenVINO phase: no int8 (`livewatch model quantize`, NNCF) column")
     parser.add_argument("--no-demo-model", action="store_true",
                         help="OpenVINO phase: skip the agreement on the demo's trained model")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache", help="media and models")
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         results["openvino"] = openvino_bench.run(
             args.cache, model_dir, {p: ensure_media(args.cache / "media", names, p) for p in PROFILES},
             repeats=max(repeats, 5), windows=50 if args.quick else 100,
-            logs=logs, demo=not args.no_demo_model, say=say)
+            logs=logs, demo=not args.no_demo_model, quantize=not args.no_int8,
+            soak=0 if args.no_daemon else soak, say=say)
 
     if not args.no_daemon and not args.only_openvino:
         say(f"daemon: `livewatch run` on a folder of live streams ({profiles[0]} profile)")

@@ -11,28 +11,35 @@
 """
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from livewatch.model.artifacts import load_artifact
 from livewatch.model.backends.openvino import bf16_unit, cpu_flags, cpu_model, int8_path, int8_unit
 
+from . import daemon_run
 from .worker import ROOT, Worker
 
 FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def run(cache: Path, base_model: Path, media: dict[str, dict[str, list[Path]]], *, repeats: int,
-        windows: int, logs: Path, demo: bool, say: Callable[[str], None]) -> dict:
+        windows: int, logs: Path, demo: bool, quantize: bool, soak: int,
+        say: Callable[[str], None]) -> dict:
     flags = cpu_flags()
     out: dict = {"cpu": cpu_model(), "flags": [f for f in FLAGS if f in flags],
                  "bf16_unit": bf16_unit(flags), "int8_unit": int8_unit(flags)}
     say(f"openvino: {out['cpu']}, flags {' '.join(out['flags']) or 'none'}; native bf16: "
         f"{out['bf16_unit'] or 'no'}; int8 dot products: {out['int8_unit'] or 'no'}")
-    peaky = _model(cache / "model-peaky", "--peaky", str(base_model))
+    firsts = [str(files[0]) for by_res in media.values() for files in by_res.values()]  # not measured
+    peaky = _model(cache / "model-peaky-centred", "--peaky", str(base_model), *firsts)
+    if quantize and not int8_path(load_artifact(peaky)).is_file():
+        out["quantize"] = _quantize(peaky, [Path(f) for f in firsts], cache / "calibration", say)
     backends = _backends(peaky, out["bf16_unit"])
     segments = [files[k] for by_res in media.values() for files in by_res.values()
                 for k in range(1, len(files))]
@@ -52,11 +59,37 @@ def run(cache: Path, base_model: Path, media: dict[str, dict[str, list[Path]]], 
         with _workers(trained, _backends(trained, out["bf16_unit"]), logs) as workers:
             out["agreement"]["demo-trained"] = agreement(workers, [str(v) for v in picked],
                                                          max(3, -(-windows // len(picked))))
+    if soak:
+        say(f"  daemon with backend openvino: resident memory over {soak} 360p segments ...")
+        segs = next(iter(media.values()))["360p"][1:]
+        out["daemon_soak"] = daemon_run.soak_memory(cache / "daemon-openvino", peaky, segs, soak,
+                                                    backend="openvino", say=say)
     for model, by_backend in out["agreement"].items():
         say(f"  agreement on {model}: " + ", ".join(
             f"{n} top-1 {a['top1_same']}/{a['windows']}, max |dp| {a['max_abs_diff']:.1e}"
             for n, a in by_backend.items()))
     return out
+
+
+def _quantize(model_dir: Path, segments: list[Path], folder: Path, say) -> dict:
+    """`livewatch model quantize` on the segments the agreement check does not use."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, seg in enumerate(segments):
+        link = folder / f"{i:02d}-{seg.parent.parent.name}-{seg.parent.name}.ts"
+        if not link.exists():
+            link.symlink_to(seg.resolve())
+    say(f"  int8: livewatch model quantize on {len(segments)} segments (once, then cached) ...")
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).with_name("livewatch")), "model", "quantize",
+                           str(model_dir), "--calibrate", str(folder), "--windows",
+                           str(8 * len(segments)), "--min-agreement", "0"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        say(f"  int8: quantize failed, no int8 column:\n{done.stdout[-2000:]}")
+        return {"error": done.stdout[-2000:]}
+    say("  int8: " + done.stdout.strip().splitlines()[-1])
+    return {"seconds": round(time.monotonic() - started),
+            **json.loads((model_dir / "model-int8.json").read_text())}
 
 
 def _backends(model_dir: Path, bf16: str | None) -> list[str]:
@@ -149,6 +182,18 @@ def render(ov: dict) -> str:
             lines.append(f"    {n:16}top-1 same on {a['top1_same']}/{a['windows']} windows "
                          f"({a['segments']} segments, {a['labels_seen']} labels seen), "
                          f"max |dp| {a['max_abs_diff']:.1e}")
+    q = ov.get("quantize")
+    if q and "error" not in q:
+        lines.append(f"  int8 (NNCF {q['nncf']}): calibrated on {q['calibration_windows']} windows, "
+                     f"held-out top-1 {q['top1_agreement']:.1%} of {q['held_out_windows']}, max |dp| "
+                     f"{q['max_abs_diff']:.1e}, {q['seconds']} s")
+    s = ov.get("daemon_soak")
+    if s:
+        after = ", ".join(f"{k}: {v:.0f}" for k, v in s["rss_mib_after"].items())
+        lines.append(f"  daemon, backend openvino ({s['segments']} segments, "
+                     f"{s['segments_per_s']:.2f} seg/s): RSS after {after} MiB; peak "
+                     f"{s['memory']['peak_mib']:.0f} MiB; growth after warm-up "
+                     f"{s['growth_mib_after_warmup']:+.1f} MiB")
     if "memory_mib" in ov:
         lines.append("  peak resident memory per process (MiB): " + ", ".join(
             f"{n} {m['peak_mib']:.0f}" for n, m in ov["memory_mib"].items()))

@@ -49,7 +49,7 @@ test-fast: $(STAMP) $(DYNALITE) $(NNCF)
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
-$(VENV)/.bench-installed: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP) $(NNCF)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 

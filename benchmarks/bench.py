@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     if not args.only_openvino:
-        print(report.render(results))
+        print(report.render(results) + "\n")
     if "openvino" in results:
         print(openvino_bench.render(results["openvino"]))
     shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out

@@ -23,7 +23,11 @@ from .wiring import build_component
 
 def offers(cls: type, base: type, method: str) -> bool:
     """Whether `cls` overrides `base`'s `method` (a capability it declares)."""
-    return getattr(cls, method).__func__ is not getattr(base, method).__func__
+    def function(owner: type):
+        attr = getattr(owner, method)
+        return getattr(attr, "__func__", attr)  # a classmethod, or a staticmethod's function
+
+    return function(cls) is not function(base)
 
 
 def _pick(registry: Registry, kind: str, what: str, fits: Callable[[type], bool],

@@ -1,6 +1,5 @@
 """The plugin system: built-ins and third parties register through the same hooks."""
 import importlib.metadata
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from livewatch import hookspecs
 from livewatch.components import Sink
 from livewatch.errors import ConfigError
 from livewatch.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
+from livewatch.testing.distributions import env_with_site, install_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SRC = ROOT / "tests" / "plugins" / "livewatch-files-sink"
@@ -181,22 +181,40 @@ async def test_hook_register_backends(monkeypatch, tiny_i3d_dir, video_factory):
     assert seen == [(1, 3, 8, 112, 112)]
 
 
+def test_a_backend_that_cannot_run_here_says_what_to_install(monkeypatch):
+    from click.testing import CliRunner
+
+    from livewatch.cli import cli
+    from livewatch.model.backend import Backend
+    from livewatch.model.i3d_classifier import I3DClassifier
+
+    class Far(Backend):
+        """Runs on a runtime this machine lacks."""
+
+        name = "far"
+        modules = ("numpy", "no_such_runtime_here")
+        install = "pip install far-runtime"
+
+    reg = registry_with(register_backends=lambda register: register(Far))
+    monkeypatch.setattr("livewatch.model.i3d_classifier.registry", lambda: reg)
+    monkeypatch.setattr("livewatch.plugins.registry", lambda: reg)
+    assert not Far.available() and reg.get("backend", "mxnet").cls.available()
+    with pytest.raises(ValueError, match=r"backend 'far' needs numpy, no_such_runtime_here: "
+                       r"pip install far-runtime"):
+        I3DClassifier.Options(backend="far")
+    out = CliRunner().invoke(cli, ["plugins"]).output
+    assert re.search(r"backend    far +Runs on a runtime this machine lacks.\n.*from extra_plugin.*\n"
+                     r" +not available: backend 'far' needs", out)
+
+
 @pytest.fixture(scope="session")
 def files_sink_site(tmp_path_factory):
     """The third-party plugin installed as a real distribution into its own site folder."""
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(PLUGIN_SRC)],
-        check=True,
-    )
-    return site
+    return install_distribution(PLUGIN_SRC, tmp_path_factory.mktemp("site"))
 
 
 def with_site(site):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    return env
+    return env_with_site(site)
 
 
 def test_third_party_plugin_is_listed_with_its_distribution(files_sink_site):

@@ -19,7 +19,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -31,7 +31,7 @@ from livewatch.hookspecs import hookimpl
 from livewatch.plugins import registry
 
 from .artifacts import resolve_model
-from .backend import Backend, BackendOptions
+from .backend import Backend, BackendOptions, Device
 from .preprocess import to_tensor
 from .video import CODECS, MAX_SECONDS, decode_clip
 
@@ -49,7 +49,7 @@ class I3DOptions(Options):
         "model-zoo name (downloaded once into the cache)",
     )
     top_k: int = Field(5, ge=1, description="how many of the most probable labels to report")
-    device: Literal["auto", "cpu", "gpu"] = Field(
+    device: Device = Field(
         "auto", description="where to run the model; auto: a GPU if the backend sees one"
     )
     threads: int | None = Field(
@@ -188,9 +188,8 @@ def find_backend(name: str) -> type[Backend]:
         backend = registry().get("backend", name).cls
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    problem = backend.missing()
-    if problem:
-        raise ValueError(f"{problem}")
+    if problem := backend.missing():
+        raise ValueError(problem)
     return backend  # type: ignore[return-value]
 
 

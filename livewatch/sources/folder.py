@@ -84,7 +84,7 @@ class FolderSource(Source):
 
     @classmethod
     def one_shot(cls, options: FolderOptions) -> FolderOptions:
-        return options.model_copy(update={"once": True})
+        return FolderOptions.model_validate({**options.model_dump(), "once": True})
 
     def __init__(self, options: FolderOptions, *, instance: str | None = None):
         super().__init__(options, instance=instance)

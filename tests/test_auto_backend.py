@@ -88,3 +88,23 @@ async def test_the_classifier_with_backend_auto_logs_its_choice(tiny_i3d_dir, tm
         assert f"{name}" in line
     assert detections["auto"].label == detections["mxnet"].label
     assert detections["auto"].probability == pytest.approx(detections["mxnet"].probability, abs=0.05)
+
+
+def test_auto_tries_int8_only_when_it_agreed_on_the_users_held_out_segments(tiny_i3d_dir, tmp_path):
+    import json
+    import os
+
+    from livewatch.model.backends.openvino import INT8_META, OpenVinoBackend
+    from livewatch.testing.models import with_input_shape
+
+    model = with_input_shape(tiny_i3d_dir, tmp_path / "m", frames=8, crop=112, resize=(171, 128),
+                             name="m")
+    artifact = load_artifact(model)
+    assert OpenVinoBackend.variants(artifact) == [{"precision": "auto"}]  # none quantized
+    (model / "model-int8.xml").write_text("<net/>")
+    for agreement, tried in ((0.9, False), (0.99, True)):
+        (model / INT8_META).write_text(json.dumps({"top1_agreement": agreement}))
+        assert ({"precision": "int8"} in OpenVinoBackend.variants(artifact)) is tried
+    old = (model / "model-0000.params").stat().st_mtime - 10
+    os.utime(model / "model-int8.xml", (old, old))  # older than the weights: stale
+    assert OpenVinoBackend.variants(artifact) == [{"precision": "auto"}]

@@ -3,7 +3,9 @@
 Decided once, when the classifier starts, by a short self-check in a process of its own
 (``python -m livewatch.model.backends.auto``), so that the backends it tries and drops leave no
 memory or threads behind in the daemon: every installed backend (and each of its `variants`, e.g.
-OpenVINO's bf16 and int8) loads the model and classifies a few deterministic clips; one whose
+OpenVINO's bf16, and its int8 when ``livewatch model quantize`` recorded enough agreement on the
+user's own held-out segments: synthetic clips can saturate a model's softmax and hide
+disagreement) loads the model and classifies a few deterministic clips; one whose
 probabilities stray from MXNet's (``max |dp|`` above `TOLERANCE`, or another top-1 label where
 MXNet's is clear) is dropped; of the rest, the fastest median forward pass wins, MXNet included.
 The daemon then loads the winner alone and logs the figures.

@@ -127,6 +127,20 @@ def int8_path(artifact: ModelArtifact) -> Path:
     return _default_path(artifact).with_name(INT8_XML)
 
 
+def int8_trusted(artifact: ModelArtifact, threshold: float = 0.98) -> bool:
+    """A fresh int8 model whose recorded held-out top-1 agreement is at least `threshold`."""
+    import json
+
+    path = int8_path(artifact)
+    try:
+        if path.stat().st_mtime < artifact.params_file.stat().st_mtime:
+            return False
+        figures = json.loads(path.with_name(INT8_META).read_text())
+    except (OSError, ValueError):
+        return False
+    return float(figures.get("top1_agreement", 0.0)) >= threshold
+
+
 class OpenVinoModel(LoadedModel):
     """A compiled OpenVINO model for an I3D artifact: `predict` as `MXNetModel.predict`."""
 
@@ -219,10 +233,10 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def variants(cls, artifact: ModelArtifact) -> list[dict]:
-        """bf16 or fp32 as the CPU suits, and int8 when ``livewatch model quantize`` made one."""
-        path = int8_path(artifact)
-        fresh = path.is_file() and path.stat().st_mtime >= artifact.params_file.stat().st_mtime
-        return [{"precision": "auto"}] + ([{"precision": "int8"}] if fresh else [])
+        """bf16 or fp32 as the CPU suits, and int8 when ``livewatch model quantize`` made one that
+        agreed with fp32 MXNet on the user's held-out segments (``model-int8.json``) at least as
+        often as its default threshold asks: a few synthetic clips cannot show that."""
+        return [{"precision": "auto"}] + ([{"precision": "int8"}] if int8_trusted(artifact) else [])
 
     @classmethod
     def load(cls, artifact: ModelArtifact, options: OpenVinoOptions) -> OpenVinoModel:

@@ -63,7 +63,8 @@ class I3DOptions(Options):
     )
     backend_options: dict[str, Any] = Field(
         default_factory=dict, description="the backend's own options (`livewatch plugins "
-        "--options` lists them), e.g. {spinning = true} for onnxruntime, {precision = \"bf16\"} for openvino"
+        "--options` lists them), e.g. {spinning = true} for onnxruntime, {precision = \"bf16\"} "
+        "for openvino"
     )
     max_batch: int = Field(
         1, ge=1, description="segments classified together in one forward pass when several "

@@ -153,7 +153,8 @@ def _features(model_dir: Path, symbol, layer: str, batch: np.ndarray) -> np.ndar
     import mxnet as mx
 
     internals = symbol.get_internals()
-    fc = next(internals[n] for n in internals.list_outputs() if n.startswith(f"{layer}_") and n.endswith("_output"))
+    fc = next(internals[n] for n in internals.list_outputs()
+              if n.startswith(f"{layer}_") and n.endswith("_output"))
     feature = fc.get_children()[0]
     _, args, auxs = mx.model.load_checkpoint(str(Path(model_dir) / "model"), 0)
     module = mx.mod.Module(feature, data_names=["data"], label_names=None, context=mx.cpu())

@@ -1,8 +1,9 @@
 """The I3D network on OpenVINO's CPU plugin: the ONNX export of the MXNet model, in fp32, bf16 or int8.
 
 An optional backend (``pip install 'livewatch[openvino]'``; the i3d classifier's ``backend =
-"openvino"``, ``backend_options = {precision = "bf16"}``; registered through ``register_backends``). It reads the ONNX export that the ONNX Runtime backend makes once beside the model
-(`export_onnx`), or, for ``precision = "int8"``, the OpenVINO IR that ``livewatch model quantize``
+"openvino"``, ``backend_options = {precision = "bf16"}``; registered through
+``register_backends``). It reads the ONNX export that the ONNX Runtime backend makes once beside
+the model (`export_onnx`), or, for ``precision = "int8"``, the OpenVINO IR that ``livewatch model quantize``
 wrote beside it (``model-int8.xml``/``.bin``).
 
 Precision (``precision``):

@@ -8,10 +8,11 @@ RTSP_SERVER := $(VENV)/.rtsp-server-installed
 # checkov (the template tests' IaC scanner) in its own venv: its pins conflict with ours.
 CHECKOV := $(VENV)/tools/checkov/bin/checkov
 TORCH    := $(VENV)/tools/torch/.installed
+NNCF     := $(VENV)/tools/nncf/.installed
 
 .PHONY: setup servers image-tools run demo test test-fast bench soak clean
 
-setup: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH)
+setup: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
 
 # The test servers' runtimes: Node.js/npm (dynalite) and Java (SageMaker's multi-model-server).
 # Installed with apt when root; otherwise a missing one stops the set-up, saying what to install.
@@ -27,8 +28,14 @@ servers:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[aws,templates,test,onnx]'
+	$(BIN)/pip install --quiet -e '.[aws,templates,test,onnx,openvino]'
 	touch $(STAMP)
+
+# NNCF for `livewatch model quantize`, in a venv of its own: its pins clash with MXNet's numpy.
+$(NNCF): $(STAMP)
+	$(PYTHON) -m venv $(VENV)/tools/nncf
+	$(VENV)/tools/nncf/bin/pip install --quiet 'nncf==3.4.0' "openvino==$$($(BIN)/python -c 'import openvino; print(openvino.__version__.split("-")[0])')"
+	touch $@
 
 # dynalite (npm), a second DynamoDB for the dynamodb sink's tests, into the venv (needs node/npm).
 # The stamp is written only when the install succeeded (the module exits non-zero otherwise).
@@ -83,10 +90,10 @@ demo: $(STAMP)
 	$(BIN)/livewatch demo $(if $(QUICK),--quick)
 
 # LIVEWATCH_REQUIRE_SERVERS=1: a missing test server fails its tests and any skip fails the run.
-test: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH)
+test: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest
 
-test-fast: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH)
+test-fast: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
 	LIVEWATCH_REQUIRE_SERVERS=1 $(BIN)/pytest -m "not slow"
 
 # The benchmark against the reference pipeline (issue 6); QUICK=1 for a few-minute smoke run.
@@ -94,7 +101,7 @@ test-fast: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
-$(VENV)/.bench-installed: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP) $(NNCF)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 

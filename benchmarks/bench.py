@@ -18,6 +18,9 @@ request, on the same segment files, so a change in the machine's load falls on a
   plus MXNet's oneDNN fusion;
 - ``onnxrt``: the same with ``backend = "onnxruntime"`` (`livewatch.model.backends.onnxruntime`).
 
+Then the OpenVINO phase (`benchmarks.openvino_bench`, ``--only-openvino`` for it alone): fused
+MXNet fp32 against OpenVINO fp32 / bf16 / int8, forward pass and agreement.
+
 Then the forward pass alone against the machine's matrix-multiply rate, and the real daemon
 (`benchmarks.daemon_run`). Writes ``benchmarks/results/latest.json`` and prints a table.
 ``benchmarks/results/`` and ``benchmarks/.cache/`` (segments, models) are not versioned: results
@@ -36,7 +39,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import daemon_run, report
+from . import daemon_run, openvino_bench, report
 from .machine import cpu_info, load_average
 from .media import PROFILES, RESOLUTIONS, SEGMENT_SECONDS, ensure_media
 from .worker import ROOT, Worker
@@ -74,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="encoder profiles to measure stages on; the first one also runs the daemon")
     parser.add_argument("--no-daemon", action="store_true", help="skip the daemon run")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
+    parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO phase")
+    parser.add_argument("--only-openvino", action="store_true",
+                        help="only the OpenVINO phase (forward pass and agreement, issue 17)")
+    parser.add_argument("--no-int8", action="store_true",
+                        help="OpenVINO phase: no int8 (`livewatch model quantize`, NNCF) column")
+    parser.add_argument("--no-demo-model", action="store_true",
+                        help="OpenVINO phase: skip the agreement on the demo's trained model")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache", help="media and models")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args(argv)
@@ -104,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.out.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
+    openvino = not args.no_openvino and all(importlib.util.find_spec(m) for m in ("openvino", "onnx"))
+    if not args.no_openvino and not openvino:
+        say("  (openvino/onnx not installed: the OpenVINO phase is skipped)")
     workers: dict[str, Worker] = {}
     try:
+        if args.only_openvino:
+            raise _OnlyOpenVino
         for name, (module, setup) in WORKERS.items():
             if name == "onnxruntime" and not onnx:
                 continue
@@ -129,11 +144,20 @@ def main(argv: list[str] | None = None) -> int:
             results["stages"][profile] = run_stages(workers, media[profile], repeats, args.warmup)
         results["forward"] = run_forward(workers, model_dir, repeats, matmul_before)
         results["memory_mib"] = {k: w.call("memory") for k, w in workers.items()}
+    except _OnlyOpenVino:
+        pass
     finally:
         for w in workers.values():
             w.close()
+    if openvino:
+        say("openvino: forward pass and agreement against fused MXNet fp32")
+        results["openvino"] = openvino_bench.run(
+            args.cache, model_dir, {p: ensure_media(args.cache / "media", names, p) for p in PROFILES},
+            repeats=max(repeats, 5), windows=50 if args.quick else 100,
+            logs=logs, demo=not args.no_demo_model, quantize=not args.no_int8,
+            soak=0 if args.no_daemon else soak, say=say)
 
-    if not args.no_daemon:
+    if not args.no_daemon and not args.only_openvino:
         say(f"daemon: `livewatch run` on a folder of live streams ({profiles[0]} profile)")
         results["daemon"] = daemon_run.run(
             args.cache / "daemon", model_dir, media[profiles[0]], latency=3,
@@ -148,10 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
-    print(report.render(results))
+    if not args.only_openvino:
+        print(report.render(results) + "\n")
+    if "openvino" in results:
+        print(openvino_bench.render(results["openvino"]))
     shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
     print(f"\nresults: {shown}  ({results['seconds']:.0f} s)")
     return 0
+
+
+class _OnlyOpenVino(Exception):
+    """--only-openvino: the stages and the forward-pass comparison of the other backends are skipped."""
 
 
 def say(message: str) -> None:

@@ -77,7 +77,8 @@ class Stream:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, model_dir: Path, workers: int = 1, max_batch: int = 1):
+    def __init__(self, workdir: Path, model_dir: Path, workers: int = 1, max_batch: int = 1,
+                 backend: str = "mxnet"):
         self.workdir = workdir
         self.live = workdir / "live"
         self.db = workdir / "detections.db"
@@ -94,6 +95,7 @@ type = "i3d"
 model = "{model_dir}"
 top_k = 5
 max_batch = {max_batch}
+backend = "{backend}"
 
 [[sources]]
 type = "folder"
@@ -310,6 +312,22 @@ def arrived_at(detection: dict) -> float:
     """When the source saw the segment complete: the detection's creation less its latency."""
     created = datetime.fromisoformat(detection["created_at"].replace("Z", "+00:00")).timestamp()
     return created - detection["latency_ms"] / 1e3
+
+
+def soak_memory(workdir: Path, model_dir: Path, segments: list[Path], n: int, *, backend: str,
+                say=print) -> dict:
+    """Resident memory of `livewatch run` with `backend` over `n` segments of one stream."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    daemon = Daemon(workdir, model_dir, backend=backend)
+    try:
+        startup = daemon.start()
+        result = _soak(daemon, Stream(daemon.live / "soak"), segments, n, say)
+        result.update(backend=backend, startup_s=round(startup, 1), memory=daemon.memory())
+    finally:
+        result_status = daemon.stop()
+    result["exit_status"] = result_status
+    return result
 
 
 def _soak(daemon: Daemon, stream: Stream, segs: list[Path], n: int, say) -> dict:

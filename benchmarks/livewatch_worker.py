@@ -41,6 +41,11 @@ class Pipeline:
             from livewatch.model.backends.onnxruntime import OnnxModel
 
             self.model = OnnxModel.load(artifact, threads=threads)
+        elif backend.startswith("openvino-"):  # openvino-fp32, -bf16, -int8
+            from livewatch.model.backends.openvino import OpenVinoModel
+
+            self.model = OpenVinoModel.load(artifact, precision=backend.split("-", 1)[1],
+                                            threads=threads)
         else:
             raise ValueError(f"unknown backend {backend!r}")
         self.backend = backend
@@ -66,6 +71,27 @@ class Pipeline:
             "label": int(np.argmax(probs)), "probability": float(probs.max()),
             "probs": [float(p) for p in probs], "num_frames": clip.num_frames,
         }
+
+    def windows(self, paths: list[str], per_segment: int) -> dict:
+        """Probabilities of `per_segment` evenly spread windows of each segment, one forward pass
+        per window as the classifier makes it. Every frame is decoded and scaled by PyAV the
+        same way in every worker, so all backends see the same pixels."""
+        import av
+
+        meta, out = self.meta, []
+        for path in paths:
+            with av.open(path) as container:
+                frames = np.stack([f.to_ndarray(format="rgb24", width=meta.resize[0],
+                                                height=meta.resize[1])
+                                   for f in container.decode(container.streams.video[0])])
+            last = max(0, len(frames) - meta.frames)
+            for start in np.linspace(0, last, per_segment).round().astype(int):
+                window = frames[start: start + meta.frames]
+                if len(window) < meta.frames:  # a short video: repeat its last frame
+                    window = np.concatenate([window, window[-1:].repeat(meta.frames - len(window), 0)])
+                x = to_tensor(window, crop=meta.crop, mean=meta.mean, std=meta.std)
+                out.append([float(p) for p in self.model.predict(x)[0]])
+        return {"probs": out}
 
     def forward(self, batch: int, repeats: int) -> dict:
         """Forward passes alone on a random batch: ms per pass (warm up with ``repeats=0``)."""
@@ -105,6 +131,8 @@ def main() -> None:
         "setup": setup,
         "segment": lambda path, decoder="livewatch": state["p"].segment(path, decoder),
         "forward": lambda batch=1, repeats=3: state["p"].forward(batch, repeats),
+        "windows": lambda paths, per_segment=4: state["p"].windows(paths, per_segment),
+        "runtime": lambda: dict(state["p"].model.runtime),
         "matmul": matmul,
         "checks": lambda path: {"same_pixels": baseline.same_pixels(path)},
         "flops": flops,

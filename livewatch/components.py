@@ -98,6 +98,10 @@ class Classifier(Component):
     async def classify(self, segment: Segment) -> Detection:
         raise NotImplementedError
 
+    def runtime(self) -> dict[str, str]:
+        """What runs the model once started (e.g. backend, precision, unit), for ``/metrics``."""
+        return {}
+
 
 class Sink(Component):
     """Writes detections somewhere. `write` returns only once the detection is durable, and

@@ -85,6 +85,7 @@ class Daemon:
                 log.info("starting %s %r", type(component).__name__, component.instance)
                 started.append(component)
                 await component.start()
+            self.metrics.runtime.info(self.classifier.runtime())  # backend, precision, unit
             if handle_signals:
                 self._install_signal_handlers()
             if not self._stopping.is_set():

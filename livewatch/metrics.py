@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 if TYPE_CHECKING:
     from .contract import Detection, Segment
@@ -72,6 +72,8 @@ class Metrics:
         self.latency = Histogram("livewatch_detection_latency_seconds",
                                  "From the segment's arrival to its detection being written",
                                  registry=r, buckets=LATENCY_BUCKETS)
+        self.runtime = Info("livewatch_model_runtime", "What runs the classifier's model: "
+                            "backend, precision, the CPU unit", registry=r)
 
     def record(self, segment: "Segment", detection: "Detection", outcome: str) -> None:
         """A detection was written by every sink; `outcome`: classified, failed or skipped."""

@@ -43,6 +43,8 @@ DEFAULT_PLUGINS = (
     "livewatch.model.backends.mxnet",
     "livewatch.model.backends.onnxruntime",
     "livewatch.model.backends.torch_cuda",
+    "livewatch.model.backends.openvino",
+    "livewatch.model.backends.auto",
 )
 
 KINDS = {"source": Source, "classifier": Classifier, "sink": Sink, "backend": Backend}

@@ -48,8 +48,8 @@ def test_an_unknown_backend_names_the_installed_ones(tmp_path):
     (tmp_path / "livewatch.toml").write_text('[classifier]\ntype = "i3d"\nbackend = "tensorrt"\n')
     result = lw("classify", tmp_path / "x.ts", cwd=tmp_path)
     assert result.returncode == 2
-    assert ("classifier.backend: unknown backend type 'tensorrt'; installed backends: mxnet, "
-            "onnxruntime") in result.stderr
+    assert ("classifier.backend: unknown backend type 'tensorrt'; installed backends: auto, "
+            "mxnet, onnxruntime, openvino") in result.stderr
     assert "Value error" not in result.stderr and "Traceback" not in result.stderr
     out = lw("plugins", check=True).stdout
     assert "backend    onnxruntime  ONNX Runtime on the CPU" in out

@@ -62,7 +62,7 @@ async def test_the_classifier_runs_on_onnxruntime_when_asked(tiny_i3d_dir, tmp_p
 def test_backend_option_is_validated():
     assert I3DClassifier.Options().backend == "mxnet"
     with pytest.raises(ValueError, match=r"unknown backend type 'tensorrt'; installed backends: "
-                       r"mxnet, onnxruntime"):
+                       r"auto, mxnet, onnxruntime, openvino"):
         I3DClassifier.Options(backend="tensorrt")
 
 

@@ -161,7 +161,8 @@ async def test_hook_register_backends(monkeypatch, tiny_i3d_dir, video_factory):
     entry = reg.get("backend", "constant")
     assert (entry.cls, entry.plugin, entry.summary) == (ConstantBackend, "extra_plugin",
                                                         "Always says the same thing.")
-    assert [e.name for e in reg.of_kind("backend")] == ["constant", "mxnet", "onnxruntime", "torch"]
+    assert [e.name for e in reg.of_kind("backend")] == ["auto", "constant", "mxnet", "onnxruntime",
+                                                        "openvino", "torch"]
     monkeypatch.setattr("livewatch.model.i3d_classifier.registry", lambda: reg)
     with pytest.raises(ValueError, match="backend_options for backend 'constant': colour"):
         I3DClassifier.Options(backend="constant", backend_options={"colour": "red"})

@@ -316,6 +316,7 @@ async def test_health_endpoint_and_prometheus_metrics(tmp_path, tiny_i3d_dir):
     assert 'livewatch_sink_write_seconds_count{sink="local"} 2.0' in metrics
     assert 'livewatch_lag_seconds{stream="cam"}' in metrics
     assert "livewatch_queue_depth 0.0" in metrics
+    assert 'livewatch_model_runtime_info{backend="mxnet"} 1.0' in metrics  # what runs the model
     daemon.stop()
     status, body = await asyncio.to_thread(_get, url + "/readyz")
     assert status == 503 and json.loads(body)["status"] == "stopping"

@@ -58,4 +58,5 @@ def test_a_third_party_backend_classifies_without_core_changes(module_backend_si
            "greater than or equal to 0" in bad.stderr
     missing = classify(video, tmp_path, None, "mxnet-module")  # not installed here
     assert missing.returncode == 2
-    assert "unknown backend type 'mxnet-module'; installed backends: mxnet, onnxruntime" in missing.stderr
+    assert ("unknown backend type 'mxnet-module'; installed backends: auto, mxnet, onnxruntime, "
+            "openvino") in missing.stderr

@@ -65,6 +65,12 @@ class Backend:
         return f"backend {cls.name!r} needs {', '.join(cls.modules)}: {cls.install}"
 
     @classmethod
+    def variants(cls, artifact: "ModelArtifact") -> list[dict]:
+        """The ``backend_options`` that ``backend = "auto"`` tries for `artifact` (default: one,
+        the defaults)."""
+        return [{}]
+
+    @classmethod
     def load(cls, artifact: "ModelArtifact", options: BackendOptions) -> LoadedModel:
         """Load and warm up `artifact`'s network; raise `ModelError` in words when it cannot.
         Blocking; called from the classifier's executor thread."""

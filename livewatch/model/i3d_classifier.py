@@ -62,12 +62,13 @@ class I3DOptions(Options):
     )
     backend: str = Field(
         "mxnet", description="what runs the forward pass: an installed backend (`livewatch "
-        "plugins` lists them; built in: mxnet, and onnxruntime on an ONNX export of the same "
-        "model, made once beside it, with the `onnx` extra)"
+        "plugins` lists them; built in: mxnet, and onnxruntime or openvino on an ONNX export of "
+        "the same model, made once beside it, with the `onnx` or `openvino` extra)"
     )
     backend_options: dict[str, Any] = Field(
         default_factory=dict, description="the backend's own options (`livewatch plugins "
-        "--options` lists them), e.g. {spinning = true} for onnxruntime"
+        "--options` lists them), e.g. {spinning = true} for onnxruntime, {precision = \"bf16\"} "
+        "for openvino"
     )
     max_batch: int = Field(
         1, ge=1, description="segments classified together in one forward pass when several "
@@ -124,6 +125,9 @@ class I3DClassifier(Classifier):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"livewatch-{self.instance}")
         loop = asyncio.get_running_loop()
         self.model = await loop.run_in_executor(self._executor, load_model, self.options)
+
+    def runtime(self) -> dict[str, str]:
+        return self.model.runtime if self.model is not None else {}
 
     async def classify(self, segment: Segment) -> Detection:
         if self.model is None or self._executor is None:

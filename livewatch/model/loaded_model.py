@@ -12,6 +12,7 @@ class LoadedModel:
 
     artifact: ModelArtifact
     load_ms: float
+    backend_name: str = ""  # as the classifier's `backend` option names it
 
     @property
     def meta(self) -> ModelMeta:
@@ -20,6 +21,11 @@ class LoadedModel:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.artifact.classes
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        """What runs the forward pass (backend, precision, unit), for the log and ``/metrics``."""
+        return {"backend": self.backend_name or type(self).__name__}
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, T, H, W) float32 -> (N, num_classes) softmax probabilities."""

@@ -109,3 +109,62 @@ def random_i3d_tar(random_i3d_dir, tmp_path_factory) -> Path:
     code.mkdir()
     (code / "requirements.txt").write_text("gluoncv==0.10.5.post0\n")
     return pack_model(random_i3d_dir, root / "model.tar.gz", code_dir=code, compresslevel=1)
+
+
+def with_peaky_head(model_dir: Path, directory: Path, *, scale: float = 40.0, name: str | None = None,
+                    center: np.ndarray | None = None, spread: float = 3.0) -> Path:
+    """The same network with a sharper last layer: a random model's probabilities are
+    near-uniform (every top-1 a coin toss under any rounding); a peaky head's are spread like a
+    trained model's, so agreement tests mean something.
+
+    Without `center`, the last layer's weights and bias are multiplied by `scale` (one label
+    tends to win every input). With `center` (a batch of clips), its bias is set so that the
+    mean logit over those clips is 0 for every class and its weights scaled so that the logits'
+    spread is `spread`: the label then follows the input, as a trained model's does."""
+    import mxnet as mx
+
+    directory.mkdir(parents=True)
+    symbol = mx.sym.load(str(model_dir / SYMBOL_FILE))
+    weight = [a for a in symbol.list_arguments() if a.endswith("_weight")][-1]
+    layer = weight[: -len("_weight")]
+    params = mx.nd.load(str(model_dir / PARAMS_FILE))
+    w, b = params[f"arg:{weight}"], params.get(f"arg:{layer}_bias")
+    if center is None:
+        params[f"arg:{weight}"] = w * scale
+        if b is not None:
+            params[f"arg:{layer}_bias"] = b * scale
+    else:
+        features = _features(model_dir, symbol, layer, center)  # (N, F): what the layer reads
+        logits = features @ w.asnumpy().T
+        deviation = logits - logits.mean(axis=0)
+        k = spread / max(float(deviation.std()), 1e-12)
+        params[f"arg:{weight}"] = w * k
+        params[f"arg:{layer}_bias"] = mx.nd.array(-k * logits.mean(axis=0))
+    mx.nd.save(str(directory / PARAMS_FILE), params)
+    for file in (SYMBOL_FILE, CLASSES_FILE):
+        shutil.copy2(model_dir / file, directory / file)
+    meta = load_artifact(model_dir).meta
+    meta = meta.model_copy(update=dict(name=name or f"{meta.name}-peaky",
+                                       version=f"{meta.version}-peaky"))
+    (directory / META_FILE).write_text(meta.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return directory
+
+
+def _features(model_dir: Path, symbol, layer: str, batch: np.ndarray) -> np.ndarray:
+    """The input of the fully connected `layer` for `batch`, through MXNet's Module API."""
+    import mxnet as mx
+
+    internals = symbol.get_internals()
+    fc = next(internals[n] for n in internals.list_outputs()
+              if n.startswith(f"{layer}_") and n.endswith("_output"))
+    feature = fc.get_children()[0]
+    _, args, auxs = mx.model.load_checkpoint(str(Path(model_dir) / "model"), 0)
+    module = mx.mod.Module(feature, data_names=["data"], label_names=None, context=mx.cpu())
+    module.bind(data_shapes=[("data", (1, *batch.shape[1:]))], for_training=False)
+    module.set_params({k: v for k, v in args.items() if k in feature.list_arguments()}, auxs,
+                      allow_missing=False, allow_extra=True)
+    out = []
+    for clip in batch:
+        module.forward(mx.io.DataBatch([mx.nd.array(clip[None])]), is_train=False)
+        out.append(module.get_outputs()[0].asnumpy().reshape(1, -1))
+    return np.concatenate(out).astype(np.float64)

@@ -1,4 +1,4 @@
-"""`livewatch model prep|synth|train|package|info|evaluate` and `livewatch demo`.
+"""`livewatch model prep|synth|train|package|info|evaluate|quantize` and `livewatch demo`.
 
 Registered through the `register_commands` hook, as a third-party plugin would add commands.
 Everything heavy (MXNet, GluonCV, PyAV) is imported when a command runs, not when the CLI loads.
@@ -152,6 +152,31 @@ def evaluate(model, folder, threshold):
         click.echo(f"  {uri}: expected {want}, got {got}")
     click.echo(str(check))
     raise SystemExit(0 if check.passed else 1)
+
+
+@model_group.command("quantize")
+@click.argument("model")
+@click.option("--calibrate", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A folder of your own segments (searched recursively), a few dozen or more.")
+@click.option("--windows", type=click.IntRange(4), default=300, show_default=True,
+              help="Windows taken from them, spread evenly, calibration and held-out together.")
+@click.option("--held-out", type=click.FloatRange(0.05, 0.9), default=0.25, show_default=True,
+              help="Share of the segments kept out of the calibration to check the result on.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="Refuse (write nothing, exit 1) below this top-1 agreement with fp32 MXNet.")
+def quantize_command(model, calibrate, windows, held_out, min_agreement):
+    """An int8 model (NNCF post-training quantization) for backend "openvino", precision "int8"."""
+    from livewatch.errors import ModelError
+    from livewatch.model.backends.openvino_quantize import quantize
+
+    try:
+        q = quantize(model, calibrate, windows=windows, held_out=held_out, min_agreement=min_agreement)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {q.path}: top-1 agrees with fp32 MXNet on {q.top1_agreement:.1%} of "
+               f"{q.held_out_windows} held-out windows (max |probability difference| "
+               f"{q.max_abs_diff:.3f}); calibrated on {q.calibration_windows} windows "
+               f"in {q.seconds:.0f}s")
 
 
 #: `livewatch demo --quick`: a smaller training set, fewer epochs, a shorter stream.

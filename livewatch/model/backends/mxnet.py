@@ -43,6 +43,8 @@ def import_mxnet(threads: int | None = None):
 class MXNetModel(LoadedModel):
     """A loaded, warmed-up MXNet model: `predict` returns softmax probabilities per class."""
 
+    backend_name = "mxnet"
+
     def __init__(self, artifact: ModelArtifact, net, ctx, load_ms: float):
         self.artifact = artifact
         self.net = net

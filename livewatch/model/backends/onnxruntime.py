@@ -49,6 +49,8 @@ OPSET = 13
 class OnnxModel(LoadedModel):
     """A loaded ONNX Runtime session for an I3D artifact: `predict` as `MXNetModel.predict`."""
 
+    backend_name = "onnxruntime"
+
     def __init__(self, artifact: ModelArtifact, session, onnx_path: Path, load_ms: float):
         self.artifact = artifact
         self.session = session

@@ -106,7 +106,8 @@ async def test_metric_values_count_what_happened():
     sink.fail(1, TransientError("throttled"))  # the first write is retried once
     daemon = Daemon([source], classifier, [sink], DaemonSettings(
         health_listen="127.0.0.1:0", workers=1, queue_size=4, lag_policy="live",
-        sink_retries=3, sink_retry_max_seconds=0.05))
+        sink_retries=3, sink_retry_max_seconds=0.05,
+        classifier_retries=0))  # a transient classification failure goes back at once
     task = asyncio.create_task(daemon.run(handle_signals=False))
     try:
         await asyncio.wait_for(classifier.entered.wait(), 20)

@@ -126,6 +126,11 @@ class FolderSource(Source):
         handle: AckHandle = segment.ack_handle
         await self._watcher.ack(handle.folder, handle.name, handle.mtime_ns)
 
+    def acknowledged_files(self, folder: str = "") -> set[str]:
+        """Names of the acknowledged files in `folder` (relative to the watched path; "" is the
+        path itself), for a source that manages the files it hands on (the rtsp spool)."""
+        return self._watcher.done_names(folder) if self._watcher is not None else set()
+
     async def release(self, segment: Segment) -> None:
         """Emit the segment again at its stream's next look (after the ones already emitted)."""
         handle: AckHandle = segment.ack_handle

@@ -203,7 +203,7 @@ class RtspSource(Source):
     def _trim(self) -> list[Segment]:
         """Blocking: delete acknowledged segments past `spool_keep`; over the size or age limit,
         the oldest segments, acknowledged or not (those not are recorded as skipped)."""
-        done = self._spool._done.get("", {})
+        done = self._spool.acknowledged_files()
         files = sorted((n for n in os.listdir(self.folder) if SEGMENT_RE.match(n)))
         stats = {}
         for name in files:

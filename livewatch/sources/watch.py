@@ -88,6 +88,10 @@ class FolderWatcher:
                 continue
         return existing
 
+    def done_names(self, key: str) -> set[str]:
+        """The acknowledged files of the folder `key` (a snapshot)."""
+        return set(self._done.get(key, {}))
+
     def is_done(self, key: str, name: str, mtime_ns: int) -> bool:
         return self._done.get(key, {}).get(name) == mtime_ns
 

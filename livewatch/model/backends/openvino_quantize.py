@@ -31,7 +31,8 @@ import numpy as np
 
 from livewatch.errors import ModelError
 
-from ..artifacts import ModelArtifact, resolve_model
+from ..artifacts import ModelArtifact
+from ..resolve import resolve_model
 from .onnxruntime import export_onnx
 from ..preprocess import to_tensor
 from .openvino import INT8_META, OpenVinoModel, int8_path

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from livewatch.testing.daemon_process import LIVEWATCH, RunningDaemon, store_rows, wait_for
+from livewatch.testing.daemon_process import LIVEWATCH, RunningDaemon, store_rows, wait_for, local_and_stdout_sinks
 from livewatch.testing.media import HlsWriter
 
 pytestmark = pytest.mark.slow
@@ -31,14 +31,7 @@ type = "folder"
 path = "{live}"
 settle_seconds = 1.0
 
-[[sinks]]
-type = "local"
-path = "{db}"
-
-[[sinks]]
-type = "stdout"
-format = "json"
-""")
+{local_and_stdout_sinks(db)}""")
     cam = HlsWriter(live / "cam1", name="index", seconds=4.0, size=(480, 270))
     cam.write_segment()  # already there when the daemon starts
 

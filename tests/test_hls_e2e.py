@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
+from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for, local_and_stdout_sinks
 from livewatch.testing.hls_server import HlsServer, LiveEncoder, encrypt_stream, end_stream
 from livewatch.testing.media import HlsWriter
 
@@ -29,14 +29,7 @@ type = "i3d"
 model = "{model_dir}"
 top_k = 3
 {sources}
-[[sinks]]
-type = "local"
-path = "{db}"
-
-[[sinks]]
-type = "stdout"
-format = "json"
-""")
+{local_and_stdout_sinks(db)}""")
     return path, db
 
 

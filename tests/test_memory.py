@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
+from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for, local_and_stdout_sinks
 from livewatch.testing.media import HlsWriter
 
 pytestmark = pytest.mark.slow
@@ -44,14 +44,7 @@ type = "folder"
 path = "{live}"
 settle_seconds = 0.5
 
-[[sinks]]
-type = "local"
-path = "{db}"
-
-[[sinks]]
-type = "stdout"
-format = "json"
-""")
+{local_and_stdout_sinks(db)}""")
     daemon = RunningDaemon(tmp_path, config)
     samples: list[tuple[int, float]] = []  # (detections so far, RSS)
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from livewatch.testing.aws import free_port
-from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
+from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for, local_and_stdout_sinks
 from livewatch.testing.media import HlsWriter
 
 pytestmark = pytest.mark.slow
@@ -37,14 +37,7 @@ model = "{model_dir}"
 type = "folder"
 path = "{live}"
 
-[[sinks]]
-type = "local"
-path = "{db}"
-
-[[sinks]]
-type = "stdout"
-format = "json"
-""")
+{local_and_stdout_sinks(db)}""")
     cam = HlsWriter(live / "cam", name="cam", seconds=2.0, size=(320, 180))
     segments = [str(cam.write_segment()) for _ in range(SEGMENTS)]
     return config, db, segments, f"http://127.0.0.1:{port}/metrics"

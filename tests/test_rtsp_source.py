@@ -17,7 +17,7 @@ import pytest
 from livewatch.errors import ConfigError, SegmentError
 from livewatch.metrics import Metrics
 from livewatch.sources.rtsp import RtspOptions, RtspSource
-from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
+from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for, local_and_stdout_sinks
 from livewatch.testing.rtsp_server import RtspServer
 
 FAST = dict(segment_seconds=1.0, stall_seconds=3.0, open_timeout=3.0)  # backoff_max: its default
@@ -156,14 +156,7 @@ segment_seconds = 1.0
 spool = "{spool}"
 spool_keep = 100
 
-[[sinks]]
-type = "local"
-path = "{db}"
-
-[[sinks]]
-type = "stdout"
-format = "json"
-""")
+{local_and_stdout_sinks(db)}""")
         first = RunningDaemon(tmp_path, config)
         def backlog() -> bool:
             return len(list((spool / "cam").glob("seg*.ts"))) >= len(first.lines()) + 2 >= 3

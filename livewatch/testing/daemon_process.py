@@ -40,6 +40,19 @@ class RunningDaemon:
         return self.stderr_path.read_text()
 
 
+def local_and_stdout_sinks(db: Path | str) -> str:
+    """The ``[[sinks]]`` TOML most end-to-end tests give a daemon: the local store in `db`, and
+    JSON lines on stdout (which `RunningDaemon` reads)."""
+    return f'''[[sinks]]
+type = "local"
+path = "{db}"
+
+[[sinks]]
+type = "stdout"
+format = "json"
+'''
+
+
 def store_rows(db: Path) -> dict[str, dict]:
     """The local store's detections by URI (empty if the daemon has not created it yet)."""
     if not db.exists():

@@ -148,6 +148,7 @@ health_listen = ""
 [classifier]
 type = "i3d"
 model = "{random_i3d_dir}"
+windows = 12  # slower than the stream's real time, so that a backlog builds up in the spool
 
 [[sources]]
 type = "rtsp"

@@ -1,0 +1,36 @@
+"""``livewatch ui``: the web page alone, over a store, without a daemon."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from ..components import Sink
+from ..health import parse_listen
+from .app import create_app, mount
+from .security import check_exposure
+
+log = logging.getLogger(__name__)
+
+
+async def serve(store: Sink, listen: str, token: str | None, started=None) -> None:
+    """Serve the UI over `store` on `listen` until cancelled (SIGINT). `started(url)` is called
+    once it listens."""
+    host, port = parse_listen(listen)
+    check_exposure(host, token)
+    root = web.Application()
+    mount(root, create_app(store, token))
+    runner = web.AppRunner(root, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://{host}:{port}/ui/"
+        log.info("the web UI on %s", url)
+        if started is not None:
+            started(url)
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await runner.cleanup()

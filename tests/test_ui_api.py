@@ -1,0 +1,202 @@
+"""The web UI's JSON API, its live event stream, its token rules and its file routes, over a
+real local store through the aiohttp test client (the page itself: tests/test_ui_browser.py)."""
+import asyncio
+import json
+from types import SimpleNamespace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from livewatch.contract import Detection, Label, WindowResult
+from livewatch.daemon import Daemon
+from livewatch.errors import ConfigError
+from livewatch.settings import DaemonSettings, UiSettings
+from livewatch.sinks.local import LocalOptions, LocalSink, LocalStore
+from livewatch.testing.doubles import ListSource
+from livewatch.ui import app as ui_app
+from livewatch.ui import check_exposure, create_app, mount
+from livewatch.ui.security import safe_path
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def detection(n: int, stream: str = "cam", error: str | None = None, label: str = "walk") -> Detection:
+    start = NOW - timedelta(minutes=10) + timedelta(seconds=4 * n)
+    windows = [] if error else [
+        WindowResult(start=0, end=2, frames=[0, 49], label=label, probability=0.7),
+        WindowResult(start=2, end=4, frames=[50, 99], label="run", probability=0.6)]
+    return Detection(uri=f"/live/{stream}/seg{n}.ts", stream=stream, sequence=n, start=start,
+                     duration=4, label=None if error else label, probability=None if error else 0.65,
+                     top_k=[] if error else [Label(label=label, probability=0.65)], error=error,
+                     windows=windows)
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    path = tmp_path / "detections.db"
+    store = LocalStore(path)
+    for n in range(3):
+        store.write(detection(n))
+    store.write(detection(3, error="cannot decode: no video stream"))
+    store.write(detection(0, stream="door", label="open"))
+    store.write(detection(1, stream="door", error="segment truncated"))
+    store.close()
+    return path
+
+
+async def client_for(store_path, token=None, status=None) -> TestClient:
+    root = web.Application()
+    mount(root, create_app(LocalSink(LocalOptions(path=store_path)), token, status))
+    client = TestClient(TestServer(root, host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+async def test_api_lists_streams_detections_windows_and_errors(store_path):
+    client = await client_for(store_path)
+    try:
+        streams = (await (await client.get("/ui/api/streams")).json())["streams"]
+        assert [s["stream"] for s in streams] == ["cam", "door"]
+        cam = streams[0]
+        assert cam["counts"] == {"detections": 4, "classified": 3, "errors": 1}
+        assert cam["health"] == "error" and cam["error"].startswith("cannot decode")
+
+        got = (await (await client.get("/ui/api/detections", params={"stream": "cam"})).json())
+        assert [d["sequence"] for d in got["detections"]] == [0, 1, 2, 3]  # oldest first
+        since = (NOW - timedelta(minutes=10) + timedelta(seconds=6)).isoformat()
+        got = await (await client.get("/ui/api/detections",
+                                      params={"stream": "cam", "since": since, "limit": "1"})).json()
+        assert [d["sequence"] for d in got["detections"]] == [3]  # the newest one
+
+        rows = (await (await client.get("/ui/api/windows", params={"stream": "cam"})).json())["windows"]
+        assert [(r["sequence"], r["n"], r["label"]) for r in rows] == [
+            (0, 0, "walk"), (0, 1, "run"), (1, 0, "walk"), (1, 1, "run"), (2, 0, "walk"), (2, 1, "run")]
+        assert rows[1]["start"] < rows[2]["start"]
+
+        errors = (await (await client.get("/ui/api/errors", params={"stream": "door"})).json())["errors"]
+        assert [e["error"] for e in errors] == ["segment truncated"]
+        assert len((await (await client.get("/ui/api/errors")).json())["errors"]) == 2
+
+        bad = await client.get("/ui/api/detections", params={"since": "yesterday"})
+        assert bad.status == 400
+    finally:
+        await client.close()
+
+
+async def test_page_is_served_with_a_policy_that_forbids_inline_script(store_path):
+    client = await client_for(store_path)
+    try:
+        page = await client.get("/", allow_redirects=True)
+        assert page.status == 200 and str(page.url).endswith("/ui/")
+        assert '<script src="static/app.js"' in await page.text()
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert (await client.get("/ui/static/app.js")).status == 200
+    finally:
+        await client.close()
+
+
+def test_page_script_inserts_text_only():
+    """Labels, stream names and errors are inserted as text: no API that parses markup."""
+    script = (ui_app.STATIC / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script
+
+
+async def test_a_new_detection_arrives_on_the_event_stream(store_path):
+    client = await client_for(store_path)
+    try:
+        response = await client.get("/ui/api/events")
+        assert response.headers["Content-Type"] == "text/event-stream"
+        assert (await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)).startswith(b"retry:")
+        store = LocalStore(store_path)
+        await asyncio.to_thread(store.write, detection(9, label="jump"))
+        store.close()
+        event = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)
+        name, data = event.decode().strip().split("\n", 1)
+        assert name == "event: detection"
+        got = json.loads(data.removeprefix("data: "))
+        assert (got["uri"], got["label"]) == ("/live/cam/seg9.ts", "jump")
+        response.close()
+    finally:
+        await client.close()
+
+
+async def test_event_streams_end_when_the_server_shuts_down(store_path):
+    client = await client_for(store_path)
+    response = await client.get("/ui/api/events")
+    await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)
+    await asyncio.wait_for(client.close(), 5)  # not the 60 s aiohttp waits for open handlers
+
+
+async def test_a_token_is_required_when_set(store_path):
+    client = await client_for(store_path, token="s3cret")
+    try:
+        for path in ("/ui/", "/ui/api/streams", "/ui/api/events", "/ui/static/app.js"):
+            assert (await client.get(path)).status == 401, path
+        assert (await client.get("/ui/api/streams", params={"token": "wrong"})).status == 401
+        wrong = await client.get("/ui/api/streams", headers={"Authorization": "Bearer s3cre"})
+        assert wrong.status == 401
+        ok = await client.get("/ui/api/streams", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status == 200
+        page = await client.get("/ui/", params={"token": "s3cret"})
+        assert page.status == 200 and "HttpOnly" in page.headers["Set-Cookie"]
+        assert (await client.get("/ui/api/streams")).status == 200  # the cookie now
+    finally:
+        await client.close()
+
+
+def test_non_loopback_addresses_need_a_token():
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        check_exposure(host, None)
+    for host in ("0.0.0.0", "", "::", "192.168.1.10", "example.com"):
+        with pytest.raises(ConfigError, match="without a token"):
+            check_exposure(host, None)
+        check_exposure(host, "s3cret")
+
+
+async def test_the_daemon_refuses_a_public_ui_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIVEWATCH_UI_TOKEN", raising=False)
+    sink = LocalSink(LocalOptions(path=tmp_path / "d.db"))
+    daemon = Daemon([ListSource([])], SimpleNamespace(), [sink], DaemonSettings(health_listen="0.0.0.0:0"),
+                    ui=UiSettings())
+    with pytest.raises(ConfigError, match="LIVEWATCH_UI_TOKEN"):
+        await daemon.run(handle_signals=False)
+    assert daemon.health is None  # nothing was bound
+    monkeypatch.setenv("LIVEWATCH_UI_TOKEN", "s3cret")
+    assert daemon._ui_app() is not None
+    assert Daemon([], SimpleNamespace(), [sink], DaemonSettings(health_listen="0.0.0.0:0"),
+                  ui=UiSettings(enabled=False))._ui_app() is None
+
+
+async def test_file_routes_refuse_traversal_absolute_paths_and_symlinks_out(store_path, tmp_path,
+                                                                          monkeypatch):
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<p>page</p>")
+    (static / "app.css").write_text("body {}")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (static / "leak.txt").symlink_to(secret)
+    (static / "inside.css").symlink_to(static / "app.css")  # a link that stays inside is fine
+    monkeypatch.setattr(ui_app, "STATIC", static)
+    client = await client_for(store_path)
+    try:
+        assert await (await client.get("/ui/static/app.css")).text() == "body {}"
+        assert (await client.get("/ui/static/inside.css")).status == 200
+        for path in ("/ui/static/..%2Fsecret.txt", "/ui/static/%2E%2E/secret.txt",
+                     "/ui/static/sub/..%2F..%2Fsecret.txt", f"/ui/static/%2F{str(secret)[1:]}",
+                     "/ui/static/leak.txt", "/ui/static/..%5Csecret.txt"):
+            response = await client.get(path)
+            assert response.status in (403, 404), path
+            assert "secret" not in await response.text(), path
+        assert (await client.get("/ui/static/missing.css")).status == 404
+    finally:
+        await client.close()
+    with pytest.raises(web.HTTPForbidden):
+        safe_path(static, "../secret.txt")
+    with pytest.raises(web.HTTPForbidden):
+        safe_path(static, str(secret))
+    with pytest.raises(web.HTTPForbidden):
+        safe_path(static, "leak.txt")

@@ -1,0 +1,146 @@
+"""The web page in a real browser: Playwright drives Debian's Chromium (``/usr/bin/chromium``;
+``make setup`` installs it) against a real ``livewatch run`` on a folder an encoder writes into,
+with a model whose labels are markup (``<img src=x onerror=alert(1)>``): the overview lists the
+stream, a new detection shows up within 2 s of being stored without a reload, the timeline shows
+bands in time order, the label is shown as text and runs nothing, and the page comes back by
+itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its screenshots there."""
+import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from livewatch.testing.aws import free_port
+from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
+from livewatch.testing.media import HlsWriter
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def browser():
+    assert Path(CHROMIUM).exists(), (f"{CHROMIUM} is missing: `apt-get install -y chromium` "
+                                     "(make setup installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def xss_model(tiny_i3d_dir: Path, directory: Path) -> Path:
+    """The tiny model with every label markup: whichever it picks is an attack."""
+    shutil.copytree(tiny_i3d_dir, directory)
+    classes = (directory / "classes.txt").read_text().split()
+    labels = [XSS] + [f"<b onmouseover=alert({n})>{n}</b>" for n in range(1, len(classes))]
+    (directory / "classes.txt").write_text("\n".join(labels) + "\n")
+    return directory
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_the_page_shows_a_live_stream_as_text(tmp_path, tiny_i3d_dir, browser):
+    live, db, port = tmp_path / "live", tmp_path / "detections.db", free_port()
+    model = xss_model(tiny_i3d_dir, tmp_path / "xss-model")
+    config = tmp_path / "livewatch.toml"
+    config.write_text(f"""
+[daemon]
+health_listen = "127.0.0.1:{port}"
+
+[classifier]
+type = "i3d"
+model = "{model}"
+windows = 2
+
+[[sources]]
+type = "folder"
+path = "{live}"
+settle_seconds = 0.5
+poll_interval = 0.5
+
+[[sinks]]
+type = "local"
+path = "{db}"
+""")
+    cam = HlsWriter(live / "cam", name="cam", seconds=2.0, size=(320, 180))
+    for _ in range(3):
+        cam.write_segment()
+    shots = Path(os.environ.get("LIVEWATCH_SCREENSHOTS") or tmp_path)
+    daemon = RunningDaemon(tmp_path, config)
+    try:
+        wait_for(lambda: len(store_rows(db)) == 3, daemon)
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"http://127.0.0.1:{port}/")
+        card = page.locator('li.card[data-stream="cam"]')
+        card.wait_for(timeout=10_000)
+        page.get_by_text("live", exact=True).wait_for(timeout=10_000)
+        assert "3 classified" in card.inner_text()
+
+        page.evaluate("window.__noReload = true")
+        cam.write_segment()
+        wait_for(lambda: len(store_rows(db)) == 4, daemon, interval=0.05)
+        stored = time.monotonic()
+        page.wait_for_function(
+            """() => document.querySelector('li.card[data-stream="cam"]').textContent
+                     .includes('4 classified')""", timeout=2_000)
+        assert time.monotonic() - stored < 2.0
+        assert page.evaluate("window.__noReload") is True  # the same page, updated in place
+
+        label = card.locator(".label").inner_text()
+        assert label.startswith("<") and "alert(" in label  # the markup, as characters
+        page.screenshot(path=str(shots / "ui-overview.png"))
+
+        card.get_by_role("link", name="cam").click()
+        bands = page.locator("#timeline .band")
+        bands.first.wait_for(timeout=10_000)
+        assert bands.count() == 8  # 4 segments x 2 windows, at window resolution
+        starts = [bands.nth(i).get_attribute("data-from") for i in range(bands.count())]
+        assert starts == sorted(starts)
+        lefts = [float(bands.nth(i).evaluate("b => parseFloat(b.style.left)")) for i in range(8)]
+        assert lefts == sorted(lefts) and lefts[0] < lefts[-1]
+        colours = {bands.nth(i).get_attribute("data-label"): bands.nth(i).evaluate(
+            "b => getComputedStyle(b).backgroundColor") for i in range(8)}
+        assert all(c.startswith("rgb(") for c in colours.values())
+        assert len(set(colours.values())) == len(colours)  # one colour per label
+        page.select_option("#zoom", "600")
+        bands.last.click()
+        page.locator("#details-list").get_by_text("seg").first.wait_for(timeout=5_000)
+        assert str(live / "cam") in page.locator("#details-list").inner_text()
+        page.screenshot(path=str(shots / "ui-timeline.png"))
+
+        # markup in labels stayed text: no element was made of it, and nothing ran
+        assert page.locator("img").count() == 0 and page.locator("#main b").count() == 0
+        assert XSS in page.content().replace("&lt;", "<").replace("&gt;", ">")
+        assert dialogs == []
+
+        # the daemon restarts: the page says so, then picks up where it was by itself
+        assert daemon.stop() == 0
+        page.get_by_text("reconnecting…").wait_for(timeout=10_000)
+        daemon = RunningDaemon(tmp_path, config)
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/livez"), daemon)
+        page.get_by_text("live", exact=True).wait_for(timeout=15_000)
+        cam.write_segment()
+        wait_for(lambda: len(store_rows(db)) == 5, daemon, interval=0.05)
+        page.wait_for_function("() => document.querySelectorAll('#timeline .band').length === 10",
+                               timeout=5_000)
+        assert page.evaluate("window.__noReload") is True
+        assert dialogs == []
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()

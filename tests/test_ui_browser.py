@@ -2,7 +2,8 @@
 ``make setup`` installs it) against a real ``livewatch run`` on a folder an encoder writes into,
 with a model whose labels are markup (``<img src=x onerror=alert(1)>``): the overview lists the
 stream, a new detection shows up within 2 s of being stored without a reload, the timeline shows
-bands in time order, the label is shown as text and runs nothing, and the page comes back by
+bands in time order, the label is shown as text and runs nothing, axe-core finds no serious or
+critical accessibility violation on any view, and the page comes back by
 itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its screenshots there."""
 import os
 import shutil
@@ -43,6 +44,15 @@ def xss_model(tiny_i3d_dir: Path, directory: Path) -> Path:
     labels = [XSS] + [f"<b onmouseover=alert({n})>{n}</b>" for n in range(1, len(classes))]
     (directory / "classes.txt").write_text("\n".join(labels) + "\n")
     return directory
+
+
+def serious_violations(page) -> list[str]:
+    """axe-core's serious and critical accessibility violations on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+            for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
 
 
 def answers(url: str) -> bool:
@@ -105,6 +115,7 @@ path = "{db}"
         label = card.locator(".label").inner_text()
         assert label.startswith("<") and "alert(" in label  # the markup, as characters
         page.screenshot(path=str(shots / "ui-overview.png"))
+        assert serious_violations(page) == []
 
         card.get_by_role("link", name="cam").click()
         bands = page.locator("#timeline .band")
@@ -123,6 +134,12 @@ path = "{db}"
         page.locator("#details-list").get_by_text("seg").first.wait_for(timeout=5_000)
         assert str(live / "cam") in page.locator("#details-list").inner_text()
         page.screenshot(path=str(shots / "ui-timeline.png"))
+        assert serious_violations(page) == []
+        page.get_by_role("link", name="Errors").click()
+        page.locator("#no-errors").wait_for(timeout=5_000)  # none in this run: it says so
+        assert serious_violations(page) == []
+        page.go_back()  # to the stream's timeline, the same page (no reload)
+        bands.first.wait_for(timeout=10_000)
 
         # markup in labels stayed text: no element was made of it, and nothing ran
         assert page.locator("img").count() == 0 and page.locator("#main b").count() == 0

@@ -121,7 +121,7 @@ async function loadStream() {
     const width = Math.max(0.15, ((Math.min(b.to, to) - Math.max(b.from, from)) / span) * 100);
     if (b.kind !== "segment error") labels.set(b.label, colour(b.label));
     const name = `${b.label} from ${new Date(b.from).toLocaleTimeString()}`;
-    return el("button", { type: "button", role: "listitem", class: `band ${b.kind}`, title: name,
+    return el("button", { type: "button", class: `band ${b.kind}`, title: name,
       "aria-label": name, "data-label": b.label ?? "", "data-from": new Date(b.from).toISOString(),
       style: { left: `${left}%`, width: `${width}%`, background: colour(b.label) },
       onclick: () => showDetails(b.fields), text: width > 6 ? b.label : "" });

@@ -107,7 +107,7 @@ def test_page_script_inserts_text_only():
 async def test_a_new_detection_arrives_on_the_event_stream(store_path):
     client = await client_for(store_path)
     try:
-        response = await client.get("/ui/api/events")
+        response = await client.get("/ui/api/live")
         assert response.headers["Content-Type"] == "text/event-stream"
         assert (await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)).startswith(b"retry:")
         store = LocalStore(store_path)
@@ -125,7 +125,7 @@ async def test_a_new_detection_arrives_on_the_event_stream(store_path):
 
 async def test_event_streams_end_when_the_server_shuts_down(store_path):
     client = await client_for(store_path)
-    response = await client.get("/ui/api/events")
+    response = await client.get("/ui/api/live")
     await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)
     await asyncio.wait_for(client.close(), 5)  # not the 60 s aiohttp waits for open handlers
 
@@ -133,7 +133,7 @@ async def test_event_streams_end_when_the_server_shuts_down(store_path):
 async def test_a_token_is_required_when_set(store_path):
     client = await client_for(store_path, token="s3cret")
     try:
-        for path in ("/ui/", "/ui/api/streams", "/ui/api/events", "/ui/static/app.js"):
+        for path in ("/ui/", "/ui/api/streams", "/ui/api/live", "/ui/static/app.js"):
             assert (await client.get(path)).status == 401, path
         assert (await client.get("/ui/api/streams", params={"token": "wrong"})).status == 401
         wrong = await client.get("/ui/api/streams", headers={"Authorization": "Bearer s3cre"})

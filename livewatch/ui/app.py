@@ -45,7 +45,7 @@ def create_app(store: Sink, token: str | None = None, status: Status | None = No
     app.router.add_get("/api/detections", _detections)
     app.router.add_get("/api/windows", _windows)
     app.router.add_get("/api/errors", _errors)
-    app.router.add_get("/api/events", _events)
+    app.router.add_get("/api/live", _live)
     app.on_shutdown.append(_stop_streams)
     return app
 
@@ -160,7 +160,7 @@ async def _streams(request: web.Request) -> web.Response:
                               "daemon": status.summary() if status is not None else None})
 
 
-async def _events(request: web.Request) -> web.StreamResponse:
+async def _live(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``detection`` for each newly stored detection (the browser's
     EventSource reconnects by itself; ``retry`` says after how long)."""
     stopping = request.app[STOPPING]

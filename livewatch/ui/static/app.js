@@ -182,7 +182,7 @@ function setLive(on, text) {
 
 let source = null;
 function connect() {  // EventSource retries by itself; a closed one (server gone) is reopened here
-  source = new EventSource("api/events");
+  source = new EventSource("api/live");
   source.addEventListener("hello", () => { setLive(true, "live"); refresh(); });
   source.addEventListener("detection", (event) => {
     const d = JSON.parse(event.data);

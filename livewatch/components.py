@@ -120,6 +120,11 @@ class Sink(Component):
         """Options for the store in the local file `path` (``detections --db``); None: not offered."""
         return None
 
+    @classmethod
+    def for_table(cls, table: str) -> BaseModel | None:
+        """Options for reading the remote table `table` (``ui --dynamodb``); None: not offered."""
+        return None
+
     async def query(self, query: "DetectionQuery") -> list[Detection]:
         """The stored detections `query` selects, oldest first. Called without `start`, and must
         not create a store: a missing one is a ConfigError that says so."""

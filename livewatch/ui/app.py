@@ -109,9 +109,14 @@ async def _read(request: web.Request, query: DetectionQuery, windows: bool = Fal
         if windows:
             return await store.query_windows(query)
         return await store.query(query)
-    except ConfigError as exc:  # no store file yet, or a sink that keeps no windows
-        log.debug("ui: %s", exc)
+    except ConfigError as exc:  # no store (file) yet, or a sink that keeps no windows
+        if str(exc) not in _WARNED:
+            _WARNED.add(str(exc))
+            log.warning("ui: %s", exc)
         return []
+
+
+_WARNED: set[str] = set()  # what the UI could not read, logged once
 
 
 def _dump(detections: list[Detection]) -> list[dict]:

@@ -34,3 +34,4 @@ async def serve(store: Sink, listen: str, token: str | None, started=None) -> No
         await asyncio.Event().wait()  # until cancelled
     finally:
         await runner.cleanup()
+        await store.close()

@@ -130,6 +130,11 @@ class Sink(Component):
         not create a store: a missing one is a ConfigError that says so."""
         raise NotImplementedError
 
+    async def thumbnail(self, uri: str, n: int) -> bytes | None:
+        """The JPEG the classifier made of window `n` of segment `uri` (the web page), if this
+        sink keeps them; None: not kept, or not offered."""
+        return None
+
     async def query_windows(self, query: "DetectionQuery") -> list[dict]:
         """The stored windows `query` selects (``detections --windows``), oldest first, as
         JSON-ready rows; a queryable sink that keeps no windows says so with a ConfigError."""

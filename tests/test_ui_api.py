@@ -200,3 +200,29 @@ async def test_file_routes_refuse_traversal_absolute_paths_and_symlinks_out(stor
         safe_path(static, str(secret))
     with pytest.raises(web.HTTPForbidden):
         safe_path(static, "leak.txt")
+
+
+async def test_thumbnails_are_served_by_key_from_the_store_only(tmp_path):
+    path = tmp_path / "detections.db"
+    d = detection(5)
+    d.windows[1].thumbnail = b"\xff\xd8 a jpeg"
+    assert "thumbnail" not in d.model_dump_json()  # never in a detection's JSON
+    store = LocalStore(path)
+    store.write(d)
+    store.close()
+    client = await client_for(path)
+    try:
+        got = await client.get("/ui/api/thumbnail", params={"uri": d.uri, "n": "1"})
+        assert got.status == 200 and got.content_type == "image/jpeg"
+        assert await got.read() == b"\xff\xd8 a jpeg"
+        for params in ({"uri": d.uri, "n": "0"}, {"uri": "/live/cam/../cam/seg5.ts", "n": "1"},
+                       {"uri": str(path), "n": "1"}, {"uri": "/etc/passwd", "n": "0"}):
+            assert (await client.get("/ui/api/thumbnail", params=params)).status == 404, params
+        assert (await client.get("/ui/api/thumbnail", params={"uri": d.uri, "n": "-1"})).status == 400
+        assert (await client.get("/ui/api/thumbnail", params={"uri": d.uri})).status == 400
+    finally:
+        await client.close()
+    store = LocalStore(path)  # a redelivery without thumbnails leaves none behind
+    store.write(detection(5))
+    assert store.thumbnail(d.uri, 1) is None
+    store.close()

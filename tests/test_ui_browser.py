@@ -112,6 +112,9 @@ path = "{db}"
         assert time.monotonic() - stored < 2.0
         assert page.evaluate("window.__noReload") is True  # the same page, updated in place
 
+        page.wait_for_function(  # the latest segment's thumbnail on its card
+            """() => { const i = document.querySelector('li.card img.thumb');
+                       return i && i.complete && i.naturalWidth > 0; }""", timeout=5_000)
         label = card.locator(".label").inner_text()
         assert label.startswith("<") and "alert(" in label  # the markup, as characters
         page.screenshot(path=str(shots / "ui-overview.png"))
@@ -133,6 +136,10 @@ path = "{db}"
         bands.last.click()
         page.locator("#details-list").get_by_text("seg").first.wait_for(timeout=5_000)
         assert str(live / "cam") in page.locator("#details-list").inner_text()
+        thumb = page.locator("#details-thumbs img.thumb")
+        thumb.wait_for(timeout=5_000)  # the window's middle frame, from the store
+        page.wait_for_function("() => document.querySelector('#details-thumbs img').naturalWidth > 0",
+                               timeout=5_000)
         page.screenshot(path=str(shots / "ui-timeline.png"))
         assert serious_violations(page) == []
         page.get_by_role("link", name="Errors").click()
@@ -142,7 +149,9 @@ path = "{db}"
         bands.first.wait_for(timeout=10_000)
 
         # markup in labels stayed text: no element was made of it, and nothing ran
-        assert page.locator("img").count() == 0 and page.locator("#main b").count() == 0
+        assert page.locator("img:not(.thumb)").count() == 0 and page.locator("#main b").count() == 0
+        assert all(src.startswith("api/thumbnail?") for src in page.eval_on_selector_all(
+            "img", "imgs => imgs.map(i => i.getAttribute('src'))"))
         assert XSS in page.content().replace("&lt;", "<").replace("&gt;", ">")
         assert dialogs == []
 

@@ -45,6 +45,7 @@ def create_app(store: Sink, token: str | None = None, status: Status | None = No
     app.router.add_get("/api/detections", _detections)
     app.router.add_get("/api/windows", _windows)
     app.router.add_get("/api/errors", _errors)
+    app.router.add_get("/api/thumbnail", _thumbnail)
     app.router.add_get("/api/live", _live)
     app.on_shutdown.append(_stop_streams)
     return app
@@ -137,6 +138,22 @@ async def _windows(request: web.Request) -> web.Response:
     return web.json_response({"windows": await _read(request, query, windows=True)})
 
 
+async def _thumbnail(request: web.Request) -> web.Response:
+    """The JPEG the store keeps for window `n` of segment `uri`: a lookup by key in the store,
+    never a path on disk."""
+    uri, n = request.query.get("uri", ""), request.query.get("n", "")
+    if not uri or not n.isdigit():
+        raise web.HTTPBadRequest(text="uri= and n= (a window number) are required\n")
+    try:
+        jpeg = await request.app[STORE].thumbnail(uri, int(n))
+    except ConfigError:
+        jpeg = None
+    if jpeg is None:
+        raise web.HTTPNotFound(text="no thumbnail\n")
+    return web.Response(body=jpeg, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
 async def _streams(request: web.Request) -> web.Response:
     """One entry per stream seen in the last 24 h: its latest detection and counts."""
     now = datetime.now(timezone.utc)
@@ -156,7 +173,8 @@ async def _streams(request: web.Request) -> web.Response:
         streams.append({
             "stream": name, "label": d.label, "probability": d.probability, "error": d.error,
             "at": d.start.isoformat() if d.start else None, "stored_at": d.created_at,
-            "age_s": round(age, 1), "latency_ms": d.latency_ms,
+            "age_s": round(age, 1), "latency_ms": d.latency_ms, "windows": len(d.windows),
+            "uri": d.uri,
             "counts": {"detections": 0, "classified": 0, "errors": 0, **counts[name]},
             "health": "error" if d.error else "stale" if age > STALE_S else "ok",
         })

@@ -58,6 +58,7 @@ async function loadOverview() {
       el("h3", {}, el("a", { href: `#/stream/${encodeURIComponent(s.stream)}`, text: s.stream })),
       el("div", { class: "health", text: s.health }),
       el("div", { class: "label", text: s.error ? `error: ${s.error}` : s.label ?? "–" }),
+      s.windows ? thumbnail(s.uri, Math.floor(s.windows / 2), `the latest segment of ${s.stream}`) : null,
       dl);
   });
   $("cards").replaceChildren(...cards);
@@ -72,7 +73,14 @@ async function loadOverview() {
 
 // -- stream timeline -----------------------------------------------------------------------------
 
-function showDetails(fields) {
+function thumbnail(uri, n, what) {  // the store's JPEG of a window's middle frame, if it has one
+  const img = el("img", { class: "thumb", alt: `frame from ${what}`, loading: "lazy",
+    src: `api/thumbnail?${new URLSearchParams({ uri, n })}` });
+  img.addEventListener("error", () => img.remove());
+  return img;
+}
+
+function showDetails(fields, thumbs = []) {
   $("details-hint").hidden = true;
   const dl = $("details-list");
   dl.replaceChildren();
@@ -80,6 +88,7 @@ function showDetails(fields) {
     if (value == null || value === "") continue;
     dl.append(el("dt", { text: term }), el("dd", { text: String(value) }));
   }
+  $("details-thumbs").replaceChildren(...thumbs.map(([uri, n]) => thumbnail(uri, n, `window ${n}`)));
 }
 
 function detectionFields(d) {
@@ -106,13 +115,15 @@ async function loadStream() {
     bands.push({ from: Date.parse(w.start), to: Date.parse(w.end), label: w.label, kind: "window",
       fields: [["segment", w.uri], ["window", `${w.n} (${w.offset_start.toFixed(1)}–${w.offset_end.toFixed(1)} s)`],
         ["time", `${time(w.start)} – ${time(w.end)}`], ["label", w.label],
-        ["probability", pct(w.probability)], ["frames", `${w.first_frame}–${w.last_frame}`]] });
+        ["probability", pct(w.probability)], ["frames", `${w.first_frame}–${w.last_frame}`]],
+      thumbs: [[w.uri, w.n]] });
   }
   for (const d of detections) {
     if (d.start && withWindows.has(d.uri) && !d.error) continue;
     const start = Date.parse(whenOf(d));
     bands.push({ from: start, to: start + (d.duration || 2) * 1000, label: d.error ? "error" : d.label,
-      kind: d.error ? "segment error" : "segment", fields: detectionFields(d) });
+      kind: d.error ? "segment error" : "segment", fields: detectionFields(d),
+      thumbs: (d.windows || []).map((w, n) => [d.uri, n]) });
   }
   bands.sort((a, b) => a.from - b.from);
   const labels = new Map();
@@ -124,7 +135,7 @@ async function loadStream() {
     return el("button", { type: "button", class: `band ${b.kind}`, title: name,
       "aria-label": name, "data-label": b.label ?? "", "data-from": new Date(b.from).toISOString(),
       style: { left: `${left}%`, width: `${width}%`, background: colour(b.label) },
-      onclick: () => showDetails(b.fields), text: width > 6 ? b.label : "" });
+      onclick: () => showDetails(b.fields, b.thumbs), text: width > 6 ? b.label : "" });
   });
   $("timeline").replaceChildren(...nodes);
   $("axis-from").textContent = new Date(from).toLocaleTimeString();
@@ -132,7 +143,8 @@ async function loadStream() {
   $("legend").replaceChildren(...[...labels].map(([label, c]) =>
     el("li", {}, el("span", { class: "swatch", style: { background: c } }), el("span", { text: label }))));
   const recent = detections.slice(-50).reverse().map((d) => el("li", {},
-    el("button", { type: "button", onclick: () => showDetails(detectionFields(d)) },
+    el("button", { type: "button", onclick: () => showDetails(detectionFields(d),
+      (d.windows || []).map((w, n) => [d.uri, n])) },
       el("span", { class: "when", text: time(whenOf(d)) }),
       el("span", { class: d.error ? "reason" : "", text: d.error ? `error: ${d.error}` : `${d.label} ${pct(d.probability)}` }))));
   $("recent").replaceChildren(...recent);

@@ -3,7 +3,8 @@
 with a model whose labels are markup (``<img src=x onerror=alert(1)>``): the overview lists the
 stream, a new detection shows up within 2 s of being stored without a reload, the timeline shows
 bands in time order, the label is shown as text and runs nothing, axe-core finds no serious or
-critical accessibility violation on any view, and the page comes back by
+critical accessibility violation on any view, no view is wider than a phone (390 px), and the
+page comes back by
 itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its screenshots there."""
 import os
 import shutil
@@ -146,6 +147,15 @@ path = "{db}"
         page.locator("#no-errors").wait_for(timeout=5_000)  # none in this run: it says so
         assert serious_violations(page) == []
         page.go_back()  # to the stream's timeline, the same page (no reload)
+        bands.first.wait_for(timeout=10_000)
+        page.set_viewport_size({"width": 390, "height": 800})  # a phone: nothing wider than it
+        for view, section in (("#/stream/cam", "#stream"), ("#/", "#overview"), ("#/errors", "#errors")):
+            page.evaluate(f"location.hash = '{view}'")
+            page.locator(section).wait_for(state="visible", timeout=5_000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
+        page.go_back()  # to the overview, then the stream's timeline
+        page.go_back()
+        page.set_viewport_size({"width": 1100, "height": 700})
         bands.first.wait_for(timeout=10_000)
 
         # markup in labels stayed text: no element was made of it, and nothing ran

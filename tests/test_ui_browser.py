@@ -4,8 +4,7 @@ with a model whose labels are markup (``<img src=x onerror=alert(1)>``): the ove
 stream, a new detection shows up within 2 s of being stored without a reload, the timeline shows
 bands in time order, the label is shown as text and runs nothing, axe-core finds no serious or
 critical accessibility violation on any view, no view is wider than a phone (390 px), and the
-page comes back by
-itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its screenshots there."""
+page comes back by itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its screenshots there."""
 import os
 import shutil
 import time

@@ -172,11 +172,11 @@ def detections(config, db, stream, since, until, errors, limit, fmt, windows):
                            errors_only=errors, limit=limit)
     if windows:
         as_text = fmt == "text" or (fmt == "auto" and sys.stdout.isatty())
-        for row in asyncio.run(store.query_windows(query)):
+        for row in asyncio.run(_read_closing(store, store.query_windows(query))):
             click.echo(format_window(row) if as_text else json.dumps(row))
         return
     formatter = formatter_for(fmt, sys.stdout)
-    for detection in asyncio.run(store.query(query)):
+    for detection in asyncio.run(_read_closing(store, store.query(query))):
         click.echo(formatter(detection))
 
 
@@ -209,6 +209,14 @@ def ui(config, store, table, listen, token):
         asyncio.run(serve(sink, listen, token, started=lambda url: click.echo(f"serving {url}")))
     except KeyboardInterrupt:
         pass
+
+
+async def _read_closing(store, reading):
+    """Await `reading`, then close `store` (a remote table's sink opened a client to read)."""
+    try:
+        return await reading
+    finally:
+        await store.close()
 
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -1,5 +1,6 @@
 """``livewatch ui --dynamodb TABLE``: the page's API over the results table the dynamodb sink
 writes, read-only, against moto over HTTP (a table made from the results stack's declaration)."""
+import json
 import os
 import subprocess
 import time
@@ -59,3 +60,12 @@ async def test_ui_over_the_results_table(aws_env, moto_server, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+    # the same reading serves `livewatch detections` where the dynamodb sink is configured
+    (tmp_path / "livewatch.toml").write_text(f'[[sinks]]\ntype = "dynamodb"\ntable = "{table}"\n')
+    listed = subprocess.run([LIVEWATCH, "detections", "--stream", "cam", "--format", "json"],
+                            cwd=tmp_path, env={**os.environ, **aws_env}, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["sequence"] for line in listed.stdout.splitlines()] == [0, 1, 2, 3]
+    assert "Unclosed" not in listed.stderr

@@ -105,3 +105,17 @@ def table_store(registry: Registry, table: str, configured: list[ComponentConfig
         if config.type == entry.name:
             options = entry.cls.Options(**{**config.options, "table": table})
     return entry.cls(options, instance=entry.name)
+
+
+def media_roots(settings) -> list[Path]:
+    """The folders the configured sources' segment files lie in (``livewatch ui``), built from
+    their validated sections (not started)."""
+    roots = []
+    for i, config in enumerate(settings.sources):
+        try:
+            source = build_component("source", config, f"sources.{i}")
+        except (ConfigError, ValueError):
+            continue  # a source that cannot be built here plays nothing
+        if (root := source.media_root()) is not None:
+            roots.append(root)
+    return roots

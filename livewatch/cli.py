@@ -187,12 +187,15 @@ def detections(config, db, stream, since, until, errors, limit, fmt, windows):
               "local (default: the first configured sink that can be queried).")
 @click.option("--dynamodb", "table", help="Read the results table TABLE instead (read-only; the usual "
               "AWS credentials, region and AWS_ENDPOINT_URL, or the configured dynamodb sink's).")
+@click.option("--media", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder stored segments may be played from (repeatable; default: the "
+              "configured sources' folders).")
 @click.option("--listen", default="127.0.0.1:8108", show_default=True, help="host:port to serve on.")
 @click.option("--token", help="Required by the page on a non-loopback address (default: ui.token, "
               "else LIVEWATCH_UI_TOKEN).")
-def ui(config, store, table, listen, token):
+def ui(config, store, table, media, listen, token):
     """Serve the web page and its JSON API over a store, without a daemon (read-only)."""
-    from .capabilities import detection_store, table_store
+    from .capabilities import detection_store, media_roots, table_store
     from .plugins import registry
     from .settings import load_settings
     from .ui import token_from_env
@@ -206,7 +209,8 @@ def ui(config, store, table, listen, token):
         sink = detection_store(registry(), [] if store is not None else settings.sinks, store)
     token = token or token_from_env(settings.ui.token)
     try:
-        asyncio.run(serve(sink, listen, token, started=lambda url: click.echo(f"serving {url}")))
+        asyncio.run(serve(sink, listen, token, started=lambda url: click.echo(f"serving {url}"),
+                          media=list(media) or media_roots(settings)))
     except KeyboardInterrupt:
         pass
 

@@ -78,6 +78,11 @@ class Source(Component):
         """Options that make this source read the local folder `path` (``run --folder``)."""
         return None
 
+    def media_root(self) -> Path | None:
+        """The local folder this source's segment files lie in (the web page plays stored
+        segments from it, and from nowhere else); None: its segments are not local files."""
+        return None
+
     @classmethod
     def one_shot(cls, options: BaseModel) -> BaseModel | None:
         """`options` changed so that `run` returns once what exists now is delivered (``run --once``)."""

@@ -81,7 +81,8 @@ class Daemon:
             return None
         token = token_from_env(self.ui.token)
         check_exposure(parse_listen(self.settings.health_listen)[0], token)
-        return create_app(store, token, self.status)
+        roots = [root for source in self.sources if (root := source.media_root()) is not None]
+        return create_app(store, token, self.status, media=roots)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -226,3 +226,57 @@ async def test_thumbnails_are_served_by_key_from_the_store_only(tmp_path):
     store.write(detection(5))
     assert store.thumbnail(d.uri, 1) is None
     store.close()
+
+
+async def test_a_stored_segment_plays_as_mp4_and_nothing_else_is_served(tmp_path, video_factory):
+    import av
+
+    from livewatch.ui.app import MEDIA
+
+    live = tmp_path / "live"
+    (live / "cam").mkdir(parents=True)
+    clip = video_factory("clip.ts", seconds=2.0, size=(160, 96))
+    good = live / "cam" / "seg0.ts"
+    good.write_bytes(clip.read_bytes())
+    outside = tmp_path / "outside.ts"
+    outside.write_bytes(clip.read_bytes())
+    (live / "cam" / "link.ts").symlink_to(outside)
+    unlisted = live / "cam" / "unlisted.ts"
+    unlisted.write_bytes(clip.read_bytes())
+    uris = {"good": str(good), "link": str(live / "cam" / "link.ts"), "outside": str(outside),
+            "dotdot": str(live / "cam" / ".." / ".." / "outside.ts"), "s3": "s3://bucket/cam/seg0.ts"}
+    path = tmp_path / "detections.db"
+    store = LocalStore(path)
+    for n, uri in enumerate(uris.values()):
+        store.write(detection(n).model_copy(update={"uri": uri}))
+    store.close()
+    root = web.Application()
+    ui = create_app(LocalSink(LocalOptions(path=path)), media=[live])
+    mount(root, ui)
+    client = TestClient(TestServer(root, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        got = await client.get("/ui/api/segment", params={"stream": "cam", "uri": uris["good"]})
+        assert got.status == 200 and got.content_type == "video/mp4"
+        mp4 = tmp_path / "got.mp4"
+        mp4.write_bytes(await got.read())
+        with av.open(str(mp4)) as played, av.open(str(clip)) as original:
+            assert played.streams.video[0].codec_context.name == "h264"
+            assert sum(1 for _ in played.decode(video=0)) == sum(1 for _ in original.decode(video=0))
+        refused = {"link": 403, "outside": 403, "dotdot": 403, "s3": 404}
+        for name, status in refused.items():  # all stored: refused for where they lead
+            response = await client.get("/ui/api/segment", params={"stream": "cam", "uri": uris[name]})
+            assert response.status == status, name
+        not_stored = await client.get("/ui/api/segment", params={"stream": "cam", "uri": str(unlisted)})
+        assert not_stored.status == 404  # inside the folder, but the store does not know it
+        other_stream = await client.get("/ui/api/segment", params={"stream": "door", "uri": uris["good"]})
+        assert other_stream.status == 404
+        assert ui[MEDIA] == [live]
+    finally:
+        await client.close()
+    no_media = await client_for(path)  # no folder given: nothing plays
+    try:
+        response = await no_media.get("/ui/api/segment", params={"stream": "cam", "uri": uris["good"]})
+        assert response.status == 404
+    finally:
+        await no_media.close()

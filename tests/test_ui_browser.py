@@ -4,7 +4,8 @@ with a model whose labels are markup (``<img src=x onerror=alert(1)>``): the ove
 stream, a new detection shows up within 2 s of being stored without a reload, the timeline shows
 bands in time order, the label is shown as text and runs nothing, axe-core finds no serious or
 critical accessibility violation on any view, no view is wider than a phone (390 px), and the
-page comes back by itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its screenshots there."""
+page comes back by itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its
+screenshots there."""
 import os
 import shutil
 import time
@@ -140,7 +141,10 @@ path = "{db}"
         thumb.wait_for(timeout=5_000)  # the window's middle frame, from the store
         page.wait_for_function("() => document.querySelector('#details-thumbs img').naturalWidth > 0",
                                timeout=5_000)
-        page.screenshot(path=str(shots / "ui-timeline.png"))
+        page.wait_for_function(  # the segment itself, remuxed to MP4, playable in the page
+            """() => { const v = document.querySelector('#details-thumbs video');
+                       return v && v.readyState >= 1 && v.duration > 1.5; }""", timeout=10_000)
+        page.screenshot(path=str(shots / "ui-timeline.png"), full_page=True)
         assert serious_violations(page) == []
         page.get_by_role("link", name="Errors").click()
         page.locator("#no-errors").wait_for(timeout=5_000)  # none in this run: it says so

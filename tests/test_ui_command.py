@@ -48,3 +48,12 @@ def test_ui_command_refuses_a_public_address_without_a_token(tmp_path):
                           env=env, timeout=60)
     assert done.returncode == 2
     assert "without a token" in done.stderr
+
+
+def test_segments_play_from_the_configured_local_sources_folders(tmp_path):
+    from livewatch.capabilities import media_roots
+    from livewatch.settings import ComponentConfig, Settings
+
+    settings = Settings(sources=[ComponentConfig(type="folder", path=str(tmp_path / "live")),
+                                 ComponentConfig(type="hls", url="http://127.0.0.1:9/live.m3u8")])
+    assert media_roots(settings) == [tmp_path / "live"]  # an hls stream's segments are not files

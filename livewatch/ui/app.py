@@ -19,6 +19,7 @@ from ..components import DetectionQuery, Sink
 from ..contract import Detection
 from ..errors import ConfigError
 from ..status import Status
+from .media import local_file, segment_mp4
 from .security import safe_path, token_middleware
 
 log = logging.getLogger(__name__)
@@ -27,18 +28,22 @@ STATIC = Path(str(files(__package__) / "static"))
 STORE = web.AppKey("store", Sink)
 STATUS = web.AppKey("status", object)
 STOPPING = web.AppKey("stopping", asyncio.Event)
+MEDIA = web.AppKey("media", list)
 POLL_S = 0.5  # how often the event stream looks for new detections
 STALE_S = 300  # a stream with nothing newer than this is shown as stale
 MAX_LIMIT = 5000
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+       "connect-src 'self'; media-src 'self'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
 
 
-def create_app(store: Sink, token: str | None = None, status: Status | None = None) -> web.Application:
+def create_app(store: Sink, token: str | None = None, status: Status | None = None,
+               media: list[Path] = ()) -> web.Application:
     """The UI over `store` (a queryable sink); `token` required when given; `status` the running
-    daemon's, when there is one."""
+    daemon's, when there is one; `media` the folders stored segments may be played from."""
     app = web.Application(middlewares=[token_middleware(token), _headers])
     app[STORE], app[STATUS], app[STOPPING] = store, status, asyncio.Event()
+    app[MEDIA] = [Path(p) for p in media]
     app.router.add_get("/", _index)
     app.router.add_get("/static/{name:.+}", _static)
     app.router.add_get("/api/streams", _streams)
@@ -46,6 +51,7 @@ def create_app(store: Sink, token: str | None = None, status: Status | None = No
     app.router.add_get("/api/windows", _windows)
     app.router.add_get("/api/errors", _errors)
     app.router.add_get("/api/thumbnail", _thumbnail)
+    app.router.add_get("/api/segment", _segment)
     app.router.add_get("/api/live", _live)
     app.on_shutdown.append(_stop_streams)
     return app
@@ -152,6 +158,18 @@ async def _thumbnail(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no thumbnail\n")
     return web.Response(body=jpeg, content_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def _segment(request: web.Request) -> web.Response:
+    """A stored segment's video as MP4 (``stream`` and ``uri``): only one the store knows."""
+    uri, stream = request.query.get("uri", ""), request.query.get("stream", "")
+    if not uri or not stream:
+        raise web.HTTPBadRequest(text="stream= and uri= are required\n")
+    path = local_file(uri, request.app[MEDIA])  # refused before the store is asked
+    known = await _read(request, DetectionQuery(stream=stream, limit=MAX_LIMIT))
+    if uri not in {d.uri for d in known}:
+        raise web.HTTPNotFound(text="no such segment in the store\n")
+    return await segment_mp4(path)
 
 
 async def _streams(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,13 +15,14 @@ from .security import check_exposure
 log = logging.getLogger(__name__)
 
 
-async def serve(store: Sink, listen: str, token: str | None, started=None) -> None:
+async def serve(store: Sink, listen: str, token: str | None, started=None,
+                media: list[Path] = ()) -> None:
     """Serve the UI over `store` on `listen` until cancelled (SIGINT). `started(url)` is called
-    once it listens."""
+    once it listens; stored segments inside the `media` folders play in the page."""
     host, port = parse_listen(listen)
     check_exposure(host, token)
     root = web.Application()
-    mount(root, create_app(store, token))
+    mount(root, create_app(store, token, media=media))
     runner = web.AppRunner(root, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:

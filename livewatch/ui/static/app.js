@@ -80,7 +80,14 @@ function thumbnail(uri, n, what) {  // the store's JPEG of a window's middle fra
   return img;
 }
 
-function showDetails(fields, thumbs = []) {
+function player(stream, uri) {  // the stored segment, remuxed to MP4, where its file is reachable
+  const video = el("video", { controls: "", preload: "metadata", class: "segment-video",
+    "aria-label": `the segment ${uri}`, src: `api/segment?${new URLSearchParams({ stream, uri })}` });
+  video.addEventListener("error", () => video.remove());
+  return video;
+}
+
+function showDetails(fields, thumbs = [], segment = null) {
   $("details-hint").hidden = true;
   const dl = $("details-list");
   dl.replaceChildren();
@@ -88,7 +95,8 @@ function showDetails(fields, thumbs = []) {
     if (value == null || value === "") continue;
     dl.append(el("dt", { text: term }), el("dd", { text: String(value) }));
   }
-  $("details-thumbs").replaceChildren(...thumbs.map(([uri, n]) => thumbnail(uri, n, `window ${n}`)));
+  $("details-thumbs").replaceChildren(...thumbs.map(([uri, n]) => thumbnail(uri, n, `window ${n}`)),
+    ...(segment ? [player(...segment)] : []));
 }
 
 function detectionFields(d) {
@@ -116,14 +124,14 @@ async function loadStream() {
       fields: [["segment", w.uri], ["window", `${w.n} (${w.offset_start.toFixed(1)}–${w.offset_end.toFixed(1)} s)`],
         ["time", `${time(w.start)} – ${time(w.end)}`], ["label", w.label],
         ["probability", pct(w.probability)], ["frames", `${w.first_frame}–${w.last_frame}`]],
-      thumbs: [[w.uri, w.n]] });
+      thumbs: [[w.uri, w.n]], segment: [w.stream, w.uri] });
   }
   for (const d of detections) {
     if (d.start && withWindows.has(d.uri) && !d.error) continue;
     const start = Date.parse(whenOf(d));
     bands.push({ from: start, to: start + (d.duration || 2) * 1000, label: d.error ? "error" : d.label,
       kind: d.error ? "segment error" : "segment", fields: detectionFields(d),
-      thumbs: (d.windows || []).map((w, n) => [d.uri, n]) });
+      thumbs: (d.windows || []).map((w, n) => [d.uri, n]), segment: [d.stream, d.uri] });
   }
   bands.sort((a, b) => a.from - b.from);
   const labels = new Map();
@@ -135,7 +143,7 @@ async function loadStream() {
     return el("button", { type: "button", class: `band ${b.kind}`, title: name,
       "aria-label": name, "data-label": b.label ?? "", "data-from": new Date(b.from).toISOString(),
       style: { left: `${left}%`, width: `${width}%`, background: colour(b.label) },
-      onclick: () => showDetails(b.fields, b.thumbs), text: width > 6 ? b.label : "" });
+      onclick: () => showDetails(b.fields, b.thumbs, b.segment), text: width > 6 ? b.label : "" });
   });
   $("timeline").replaceChildren(...nodes);
   $("axis-from").textContent = new Date(from).toLocaleTimeString();
@@ -144,7 +152,7 @@ async function loadStream() {
     el("li", {}, el("span", { class: "swatch", style: { background: c } }), el("span", { text: label }))));
   const recent = detections.slice(-50).reverse().map((d) => el("li", {},
     el("button", { type: "button", onclick: () => showDetails(detectionFields(d),
-      (d.windows || []).map((w, n) => [d.uri, n])) },
+      (d.windows || []).map((w, n) => [d.uri, n]), [d.stream, d.uri]) },
       el("span", { class: "when", text: time(whenOf(d)) }),
       el("span", { class: d.error ? "reason" : "", text: d.error ? `error: ${d.error}` : `${d.label} ${pct(d.probability)}` }))));
   $("recent").replaceChildren(...recent);

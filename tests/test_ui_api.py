@@ -280,3 +280,26 @@ async def test_a_stored_segment_plays_as_mp4_and_nothing_else_is_served(tmp_path
         assert response.status == 404
     finally:
         await no_media.close()
+
+
+async def test_events_come_from_a_sink_that_keeps_them(store_path):
+    class WithEvents(LocalSink):
+        async def query_events(self, query):
+            event = {"id": "e1", "stream": "cam", "label": "walk", "state": "open"}
+            return [event] if query.stream in (None, "cam") else []
+
+    root = web.Application()
+    mount(root, create_app(WithEvents(LocalOptions(path=store_path))))
+    client = TestClient(TestServer(root, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        got = await (await client.get("/ui/api/events", params={"stream": "cam"})).json()
+        assert [e["id"] for e in got["events"]] == ["e1"]
+        assert (await (await client.get("/ui/api/events", params={"stream": "door"})).json()) == {"events": []}
+    finally:
+        await client.close()
+    client = await client_for(store_path)  # the local store here keeps no events: none, not an error
+    try:
+        assert (await (await client.get("/ui/api/events")).json()) == {"events": []}
+    finally:
+        await client.close()

@@ -52,6 +52,7 @@ def create_app(store: Sink, token: str | None = None, status: Status | None = No
     app.router.add_get("/api/errors", _errors)
     app.router.add_get("/api/thumbnail", _thumbnail)
     app.router.add_get("/api/segment", _segment)
+    app.router.add_get("/api/events", _events)
     app.router.add_get("/api/live", _live)
     app.on_shutdown.append(_stop_streams)
     return app
@@ -158,6 +159,17 @@ async def _thumbnail(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no thumbnail\n")
     return web.Response(body=jpeg, content_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def _events(request: web.Request) -> web.Response:
+    """Activity events overlapping [since, until), from a sink that keeps them (its
+    ``query_events``, as ``livewatch events`` reads them); none from one that does not."""
+    reader = getattr(request.app[STORE], "query_events", None)
+    try:
+        events = await reader(_query(request, default_limit=500)) if reader is not None else []
+    except ConfigError:
+        events = []
+    return web.json_response({"events": events})
 
 
 async def _segment(request: web.Request) -> web.Response:

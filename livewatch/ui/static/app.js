@@ -111,11 +111,31 @@ function detectionFields(d) {
     ["model", d.model ? `${d.model.name} ${d.model.version}` : null], ["stored", d.created_at]];
 }
 
+const eventTime = (t) => (typeof t === "number" ? `${t.toFixed(1)} s` : time(t));
+
+function eventFields(e) {
+  return [["event", e.id], ["stream", e.stream], ["label", e.label], ["state", e.state],
+    ["from", eventTime(e.start)], ["to", eventTime(e.end)], ["duration", `${e.duration} s`],
+    ["peak", pct(e.peak_probability)], ["mean", pct(e.mean_probability)], ["windows", e.windows],
+    ["segments", (e.segments || []).join("\n")], ["revision", e.revision]];
+}
+
+async function loadEvents(params) {
+  const { events } = await api("events", { ...params, limit: 500 });
+  $("events").replaceChildren(...events.slice().reverse().map((e) => el("li", {},
+    el("button", { type: "button", onclick: () => showDetails(eventFields(e),
+      (e.segments || []).slice(0, 3).map((uri) => [uri, 0]), e.segments?.length ? [e.stream, e.segments[0]] : null) },
+      el("span", { class: "when", text: `${eventTime(e.start)} · ${e.state}` }),
+      el("span", { text: `${e.label} ${pct(e.peak_probability)}` })))));
+  $("no-events").hidden = events.length > 0;
+}
+
 async function loadStream() {
   const span = Number($("zoom").value) * 1000;
   const to = Date.now(), from = to - span;
   const params = { stream: state.stream, since: new Date(from).toISOString(), limit: 5000 };
-  const [{ detections }, { windows }] = await Promise.all([api("detections", params), api("windows", params)]);
+  const [{ detections }, { windows }] = await Promise.all([api("detections", params),
+    api("windows", params), loadEvents(params)]);
   const bands = [];
   const withWindows = new Set(windows.map((w) => w.uri));
   for (const w of windows) {

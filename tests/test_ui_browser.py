@@ -5,18 +5,27 @@ stream, a new detection shows up within 2 s of being stored without a reload, th
 bands in time order, the label is shown as text and runs nothing, axe-core finds no serious or
 critical accessibility violation on any view, no view is wider than a phone (390 px), and the
 page comes back by itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its
-screenshots there."""
+screenshots there. A second test opens `livewatch ui --dynamodb` over what the dynamodb sink
+wrote to moto (over HTTP): the same page, the same checks."""
+import asyncio
 import os
 import shutil
+import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 
+from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
 from livewatch.testing.aws import free_port
-from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for
+from livewatch.testing.daemon_process import LIVEWATCH, RunningDaemon, store_rows, wait_for
 from livewatch.testing.media import HlsWriter
+
+from test_dynamodb_sink import make_table
+from test_ui_api import detection
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +192,50 @@ path = "{db}"
     finally:
         if daemon.proc.poll() is None:
             daemon.stop()
+
+
+async def write_items(table: str) -> None:
+    sink = DynamoDBSink(DynamoDBOptions(table=table))
+    await sink.start()
+    try:
+        for n in range(3):
+            await sink.write(detection(n, label=XSS))
+        await sink.write(detection(3, error="cannot decode: no video stream"))
+    finally:
+        await sink.close()
+
+
+def test_the_page_over_the_results_table(tmp_path, aws_env, moto_server, browser):
+    """``livewatch ui --dynamodb`` shows what the dynamodb sink wrote, as the daemon's page does."""
+    table = make_table(boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url))
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's loop
+        thread.submit(asyncio.run, write_items(table)).result()
+    port = free_port()
+    proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],
+                            cwd=tmp_path, env={**os.environ, **aws_env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(f"http://127.0.0.1:{port}/ui/"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.1)
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"http://127.0.0.1:{port}/")
+        card = page.locator('li.card[data-stream="cam"]')
+        card.wait_for(timeout=10_000)
+        assert "3 classified, 1 errors" in card.inner_text() and "error" in card.get_attribute("class")
+        card.get_by_role("link", name="cam").click()
+        bands = page.locator("#timeline .band")
+        page.wait_for_function("() => document.querySelectorAll('#timeline .band').length === 7")
+        starts = [bands.nth(i).get_attribute("data-from") for i in range(7)]
+        assert starts == sorted(starts)  # 3 segments x 2 windows, then the error segment
+        assert "error" in bands.nth(6).get_attribute("class")
+        page.get_by_role("link", name="Errors").click()
+        page.locator("#error-list").get_by_text("cannot decode: no video stream").wait_for(timeout=5_000)
+        assert page.locator("img:not(.thumb)").count() == 0 and dialogs == []
+        assert serious_violations(page) == []
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -57,3 +57,23 @@ def test_segments_play_from_the_configured_local_sources_folders(tmp_path):
     settings = Settings(sources=[ComponentConfig(type="folder", path=str(tmp_path / "live")),
                                  ComponentConfig(type="hls", url="http://127.0.0.1:9/live.m3u8")])
     assert media_roots(settings) == [tmp_path / "live"]  # an hls stream's segments are not files
+
+
+def test_run_refuses_a_public_listener_without_a_token(tmp_path, tiny_i3d_dir):
+    (tmp_path / "livewatch.toml").write_text(f"""
+[daemon]
+health_listen = "0.0.0.0:{free_port()}"
+
+[classifier]
+type = "i3d"
+model = "{tiny_i3d_dir}"
+
+[[sources]]
+type = "folder"
+path = "{tmp_path / 'live'}"
+""")
+    env = {k: v for k, v in os.environ.items() if k != "LIVEWATCH_UI_TOKEN"}
+    done = subprocess.run([LIVEWATCH, "run"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "without a token" in done.stderr and "ui.token" in done.stderr

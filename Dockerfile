@@ -70,11 +70,13 @@ COPY --from=build /opt/livewatch /opt/livewatch
 # Configuration comes from LIVEWATCH_... variables (the fleet stack sets the source, classifier
 # and sinks) or a config file mounted at /var/lib/livewatch/livewatch.toml.
 # The health listener binds every interface so the orchestrator can reach /livez and /readyz;
-# the fleet's security group admits nothing from outside the task.
+# the fleet's security group admits nothing from outside the task. The web UI is off here: on a
+# non-loopback address it needs a token (LIVEWATCH_UI_TOKEN, then LIVEWATCH_UI__ENABLED=true).
 ENV PATH=/opt/livewatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/livewatch \
     LIVEWATCH_DAEMON__HEALTH_LISTEN=0.0.0.0:9108 \
+    LIVEWATCH_UI__ENABLED=false \
     LIVEWATCH_DAEMON__LOG_FORMAT=json
 WORKDIR /var/lib/livewatch
 USER 10001:10001

@@ -10,9 +10,9 @@ CHECKOV := $(VENV)/tools/checkov/bin/checkov
 TORCH    := $(VENV)/tools/torch/.installed
 NNCF     := $(VENV)/tools/nncf/.installed
 
-.PHONY: setup servers image-tools run demo test test-fast bench soak clean
+.PHONY: setup servers image-tools chromium run demo test test-fast bench soak clean
 
-setup: servers image-tools $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
+setup: servers image-tools chromium $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
 
 # The test servers' runtimes: Node.js/npm (dynalite) and Java (SageMaker's multi-model-server).
 # Installed with apt when root; otherwise a missing one stops the set-up, saying what to install.
@@ -23,6 +23,15 @@ servers:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "error: the tests need$$missing (install them, e.g. apt-get install$$missing)" >&2; exit 1; fi; \
+	fi
+
+# Debian's Chromium for the web page's browser test (tests/test_ui_browser.py, through Playwright;
+# never `playwright install`): installed when root; otherwise setup fails, naming what to install.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "error: missing /usr/bin/chromium (for tests/test_ui_browser.py): as root, apt-get install -y chromium" >&2; exit 1; fi; \
 	fi
 
 $(STAMP): pyproject.toml

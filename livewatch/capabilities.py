@@ -77,9 +77,45 @@ def detection_store(registry: Registry, configured: list[ComponentConfig], db: P
     for i, config in enumerate(configured):
         if registry.get("sink", config.type).cls.queryable:
             return build_component("sink", config, f"sinks.{i}", registry=registry)
-    entry = _pick(registry, "sink", "read back stored detections", lambda cls: cls.queryable, [])
+    entry = _pick(registry, "sink", "read back stored detections",
+                  lambda cls: cls.queryable and _has_defaults(cls), [])
     try:
         return entry.cls(entry.cls.Options(), instance=entry.name)
     except ValueError as exc:
         raise ConfigError(f"sink {entry.name!r} needs options to read detections: configure it "
                           f"in [[sinks]] ({exc})") from None
+
+
+def _has_defaults(cls: type) -> bool:
+    """Whether `cls` can be built with its default options (a remote table's sink cannot)."""
+    try:
+        cls.Options()
+    except ValueError:
+        return False
+    return True
+
+
+def table_store(registry: Registry, table: str, configured: list[ComponentConfig]) -> Sink:
+    """A sink that reads back the remote results table `table` (``ui --dynamodb``), with the
+    configured section's options (region, endpoint) where one of its type is configured."""
+    entry = _pick(registry, "sink", "read a results table (--dynamodb)",
+                  lambda cls: cls.queryable and offers(cls, Sink, "for_table"), configured)
+    options = entry.cls.for_table(table)
+    for config in configured:
+        if config.type == entry.name:
+            options = entry.cls.Options(**{**config.options, "table": table})
+    return entry.cls(options, instance=entry.name)
+
+
+def media_roots(settings) -> list[Path]:
+    """The folders the configured sources' segment files lie in (``livewatch ui``), built from
+    their validated sections (not started)."""
+    roots = []
+    for i, config in enumerate(settings.sources):
+        try:
+            source = build_component("source", config, f"sources.{i}")
+        except (ConfigError, ValueError):
+            continue  # a source that cannot be built here plays nothing
+        if (root := source.media_root()) is not None:
+            roots.append(root)
+    return roots

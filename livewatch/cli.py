@@ -78,7 +78,8 @@ def run(config, folder, model, workers, once, log_level):
     components = build(settings)
     if once:  # every source finishes once what exists now is done
         components.sources = one_shot(components.sources)
-    daemon = Daemon(components.sources, components.classifier, components.sinks, settings.daemon)
+    daemon = Daemon(components.sources, components.classifier, components.sinks, settings.daemon,
+                    ui=settings.ui)
     stats = asyncio.run(daemon.run())
     if once and stats.released:
         sys.exit(1)  # some segments failed transiently and are still to do
@@ -171,12 +172,55 @@ def detections(config, db, stream, since, until, errors, limit, fmt, windows):
                            errors_only=errors, limit=limit)
     if windows:
         as_text = fmt == "text" or (fmt == "auto" and sys.stdout.isatty())
-        for row in asyncio.run(store.query_windows(query)):
+        for row in asyncio.run(_read_closing(store, store.query_windows(query))):
             click.echo(format_window(row) if as_text else json.dumps(row))
         return
     formatter = formatter_for(fmt, sys.stdout)
-    for detection in asyncio.run(store.query(query)):
+    for detection in asyncio.run(_read_closing(store, store.query(query))):
         click.echo(formatter(detection))
+
+
+@cli.command()
+@config_option
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
+              help="The store's file, read by an installed sink that can read one back, e.g. "
+              "local (default: the first configured sink that can be queried).")
+@click.option("--dynamodb", "table", help="Read the results table TABLE instead (read-only; the usual "
+              "AWS credentials, region and AWS_ENDPOINT_URL, or the configured dynamodb sink's).")
+@click.option("--media", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder stored segments may be played from (repeatable; default: the "
+              "configured sources' folders).")
+@click.option("--listen", default="127.0.0.1:8108", show_default=True, help="host:port to serve on.")
+@click.option("--token", help="Required by the page on a non-loopback address (default: ui.token, "
+              "else LIVEWATCH_UI_TOKEN).")
+def ui(config, store, table, media, listen, token):
+    """Serve the web page and its JSON API over a store, without a daemon (read-only)."""
+    from .capabilities import detection_store, media_roots, table_store
+    from .plugins import registry
+    from .settings import load_settings
+    from .ui import token_from_env
+    from .ui.serve import serve
+
+    setup_logging("INFO")
+    settings = load_settings(config)
+    if table:
+        sink = table_store(registry(), table, settings.sinks)
+    else:
+        sink = detection_store(registry(), [] if store is not None else settings.sinks, store)
+    token = token or token_from_env(settings.ui.token)
+    try:
+        asyncio.run(serve(sink, listen, token, started=lambda url: click.echo(f"serving {url}"),
+                          media=list(media) or media_roots(settings)))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _read_closing(store, reading):
+    """Await `reading`, then close `store` (a remote table's sink opened a client to read)."""
+    try:
+        return await reading
+    finally:
+        await store.close()
 
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

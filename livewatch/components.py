@@ -78,6 +78,11 @@ class Source(Component):
         """Options that make this source read the local folder `path` (``run --folder``)."""
         return None
 
+    def media_root(self) -> Path | None:
+        """The local folder this source's segment files lie in (the web page plays stored
+        segments from it, and from nowhere else); None: its segments are not local files."""
+        return None
+
     @classmethod
     def one_shot(cls, options: BaseModel) -> BaseModel | None:
         """`options` changed so that `run` returns once what exists now is delivered (``run --once``)."""
@@ -120,10 +125,20 @@ class Sink(Component):
         """Options for the store in the local file `path` (``detections --db``); None: not offered."""
         return None
 
+    @classmethod
+    def for_table(cls, table: str) -> BaseModel | None:
+        """Options for reading the remote table `table` (``ui --dynamodb``); None: not offered."""
+        return None
+
     async def query(self, query: "DetectionQuery") -> list[Detection]:
         """The stored detections `query` selects, oldest first. Called without `start`, and must
         not create a store: a missing one is a ConfigError that says so."""
         raise NotImplementedError
+
+    async def thumbnail(self, uri: str, n: int) -> bytes | None:
+        """The JPEG the classifier made of window `n` of segment `uri` (the web page), if this
+        sink keeps them; None: not kept, or not offered."""
+        return None
 
     async def query_windows(self, query: "DetectionQuery") -> list[dict]:
         """The stored windows `query` selects (``detections --windows``), oldest first, as

@@ -74,6 +74,9 @@ class WindowResult(BaseModel):
     probability: float
     top_k: list[Label] = Field(default_factory=list)
     concealed_frames: int = 0
+    #: a small JPEG of the window's middle frame (web page); never in JSON: sinks that keep it
+    #: store it apart (the local store's thumbnails table)
+    thumbnail: bytes | None = Field(None, exclude=True, repr=False)
 
 
 class Detection(BaseModel):

@@ -20,12 +20,13 @@ import signal
 from .components import Classifier, Sink, Source
 from .contract import Detection, Segment
 from .errors import ModelError, SegmentError, TransientError
-from .health import HealthServer
+from .health import HealthServer, parse_listen
 from .logs import current_segment
 from .metrics import Metrics
 from .retry import retry
-from .settings import DaemonSettings
+from .settings import DaemonSettings, UiSettings
 from .status import Stats, Status
+from .ui import check_exposure, create_app, token_from_env
 
 __all__ = ["Daemon", "Stats", "Status", "classify_segment"]
 
@@ -39,6 +40,7 @@ class Daemon:
         classifier: Classifier,
         sinks: list[Sink],
         settings: DaemonSettings | None = None,
+        ui: UiSettings | None = None,
     ):
         self.sources = sources
         self.classifier = classifier
@@ -51,6 +53,7 @@ class Daemon:
         for component in [*sources, classifier, *sinks]:  # e.g. a source's stall gauge, size limit
             component.metrics, component.daemon_settings = self.metrics, self.settings
         self.health: HealthServer | None = None
+        self.ui = ui  # the web page on the health listener (None: not served)
         self._queue: asyncio.Queue[tuple[Source, Segment]] = asyncio.Queue(self.settings.queue_size)
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task, tuple[Source, Segment]] = {}
@@ -68,6 +71,19 @@ class Daemon:
     def state(self, value: str) -> None:
         self.status.state = value
 
+    def _ui_app(self):
+        """The web UI over the first sink that can read back what it stored, or None."""
+        if self.ui is None or not self.ui.enabled:
+            return None
+        store = next((sink for sink in self.sinks if sink.queryable), None)
+        if store is None:
+            log.info("no sink can read back detections: the web UI is not served")
+            return None
+        token = token_from_env(self.ui.token)
+        check_exposure(parse_listen(self.settings.health_listen)[0], token)
+        roots = [root for source in self.sources if (root := source.media_root()) is not None]
+        return create_app(store, token, self.status, media=roots)
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def run(self, handle_signals: bool = True) -> Stats:
@@ -76,7 +92,7 @@ class Daemon:
         if self.settings.health_listen:
             required = "health_listen" in self.settings.model_fields_set
             self.health = HealthServer(self.status, self.metrics, self.settings.health_listen,
-                                       required=required)
+                                       required=required, ui=self._ui_app())
             await self.health.start()  # first: /livez answers while the model loads
         try:
             # Sinks first (a missing table fails before any work), then the model, then the

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .errors import ConfigError
 from .metrics import Metrics
 from .status import Status
+from .ui.app import mount
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,12 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class HealthServer:
-    def __init__(self, status: Status, metrics: Metrics, listen: str, required: bool = True):
+    def __init__(self, status: Status, metrics: Metrics, listen: str, required: bool = True,
+                 ui: web.Application | None = None):
         """`required`: a port that cannot be bound stops the daemon (the user asked for it);
-        otherwise (the default address) it is logged and the daemon runs without the endpoint."""
-        self.status, self.metrics = status, metrics
+        otherwise (the default address) it is logged and the daemon runs without the endpoint.
+        `ui`: the web page's app (`livewatch.ui`), mounted under ``/ui/``."""
+        self.status, self.metrics, self.ui = status, metrics, ui
         self.required = required
         self.host, self.port = parse_listen(listen)
         self._runner: web.AppRunner | None = None
@@ -48,6 +51,8 @@ class HealthServer:
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self.ui is not None:
+            mount(app, self.ui)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -64,7 +69,8 @@ class HealthServer:
             return
         if self.port == 0:  # an ephemeral port: say which one was taken
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("health and metrics on %s (/livez, /readyz, /metrics)", self.url)
+        log.info("health and metrics on %s (/livez, /readyz, /metrics)%s", self.url,
+                 f"; the web UI on {self.url}/ui/" if self.ui is not None else "")
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None

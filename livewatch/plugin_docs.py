@@ -42,7 +42,7 @@ START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 def config_reference() -> str:
     """The README's configuration reference, generated from the settings and plugin models."""
     from .plugins import Registry, make_plugin_manager
-    from .settings import DaemonSettings
+    from .settings import DaemonSettings, UiSettings
 
     def table(options: list[dict]) -> list[str]:
         rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
@@ -52,6 +52,7 @@ def config_reference() -> str:
         return rows
 
     lines = [START, "", "#### `[daemon]`", "", *table(describe_options(DaemonSettings))]
+    lines += ["", "#### `[ui]`", "", *table(describe_options(UiSettings))]
     registry = Registry(make_plugin_manager(load_entry_points=False))
     for kind, section in (("source", "[[sources]]"), ("classifier", "[classifier]"), ("sink", "[[sinks]]")):
         for entry in registry.of_kind(kind):

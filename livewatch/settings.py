@@ -98,6 +98,18 @@ class DaemonSettings(BaseModel):
     )
 
 
+class UiSettings(BaseModel):
+    """The web page (`livewatch.ui`), served on the daemon's health listener under ``/ui/``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="serve the web UI and its JSON API on health_listen")
+    token: str | None = Field(
+        None, description="required by the UI on a non-loopback address (else the daemon refuses "
+        "to start); also read from LIVEWATCH_UI_TOKEN"
+    )
+
+
 class ComponentConfig(BaseModel):
     """One source, classifier or sink: its plugin `type`, an instance `name`, and its options."""
 
@@ -128,6 +140,7 @@ class Settings(BaseSettings):
     classifier: ComponentConfig = Field(default_factory=lambda: ComponentConfig(type="i3d"))
     sources: list[ComponentConfig] = Field(default_factory=_default_sources)
     sinks: list[ComponentConfig] = Field(default_factory=_default_sinks)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     @field_validator("sources", "sinks", mode="before")
     @classmethod

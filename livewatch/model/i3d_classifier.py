@@ -36,6 +36,7 @@ from livewatch.plugins import registry
 
 from .backend import Backend, BackendOptions, Device
 from .resolve import resolve_model
+from .thumbnails import window_thumbnails
 from .preprocess import to_tensor
 from .video import CODECS, MAX_SECONDS, decode_segment
 
@@ -92,6 +93,10 @@ class I3DOptions(Options):
         MAX_SECONDS, gt=0, description="a longer segment is an error detection, refused before "
         "decoding"
     )
+    thumbnails: bool = Field(
+        True, description="keep a small JPEG of each window's middle frame (from the frames "
+        "already decoded) for the web page; sinks that keep them store them (the local store)"
+    )
 
 
     @field_validator("backend")
@@ -146,8 +151,14 @@ class I3DClassifier(Classifier):
         finally:
             self._decoding -= 1
             self._run_ready()  # with this clip, or without it if it failed: a batch may be due
+        thumbs = (await loop.run_in_executor(self._executor, window_thumbnails, decoded.frames)
+                  if self.options.thumbnails else [])
         probs, forward_ms = await result
-        return describe(model, segment, decoded, probs, preprocess_ms + forward_ms, self.options.top_k)
+        detection = describe(model, segment, decoded, probs, preprocess_ms + forward_ms,
+                             self.options.top_k)
+        for window, thumbnail in zip(detection.windows, thumbs):
+            window.thumbnail = thumbnail
+        return detection
 
     def _run_ready(self) -> None:
         """Start a forward pass over the waiting clips once the batch is full, or once no other

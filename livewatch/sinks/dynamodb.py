@@ -22,11 +22,12 @@ from typing import Any
 from pydantic import Field
 
 from ..aws_clients import AwsOptions, describe, error_code, is_transient, open_client
-from ..components import Sink
+from ..components import DetectionQuery, Sink
 from ..contract import Detection
 from ..errors import ConfigError, LivewatchError, TransientError
 from ..hookspecs import hookimpl
 from ..retry import retry
+from . import dynamodb_read
 from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, to_item
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
@@ -60,13 +61,17 @@ class DynamoDBSink(Sink):
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
+        self._opening = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
         self._serialize, self._deserialize = TypeSerializer().serialize, TypeDeserializer().deserialize
         self._stack = contextlib.AsyncExitStack()
         self._client = await open_client(self._stack, "dynamodb", self.options)
+
+    async def start(self) -> None:
+        await self._open()
         table = self.options.table
         try:
             described = (await self._client.describe_table(TableName=table))["Table"]
@@ -186,6 +191,25 @@ class DynamoDBSink(Sink):
         return {}
 
     # -- reading ---------------------------------------------------------------------------------
+
+    queryable = True  # read-only, without `start` (``livewatch ui --dynamodb``): `dynamodb_read`
+
+    @classmethod
+    def for_table(cls, table: str) -> DynamoDBOptions:
+        return DynamoDBOptions(table=table)
+
+    async def query(self, query: DetectionQuery) -> list[Detection]:
+        await self._reader()
+        return await dynamodb_read.query(self, query)
+
+    async def query_windows(self, query: DetectionQuery) -> list[dict]:
+        await self._reader()
+        return await dynamodb_read.query_windows(self, query)
+
+    async def _reader(self) -> None:
+        async with self._opening:  # one client, whoever asks first
+            if self._client is None:
+                await self._open()
 
     async def timeline(self, stream: str, limit: int | None = None, *, since: str | None = None,
                        until: str | None = None, newest_first: bool = False) -> list[dict[str, Any]]:

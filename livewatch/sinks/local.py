@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS windows (
     PRIMARY KEY (uri, n)
 );
 CREATE INDEX IF NOT EXISTS windows_stream_at ON windows (stream, at);
+CREATE TABLE IF NOT EXISTS thumbnails (  -- a JPEG of each window's middle frame (the web page)
+    uri  TEXT NOT NULL,     -- the segment's (detections.uri)
+    n    INTEGER NOT NULL,  -- the window's (windows.n)
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (uri, n)
+);
 """
 
 INSERT_WINDOW = """
@@ -90,6 +96,9 @@ class LocalStore:
         with self.db:  # one transaction: the detection and its windows, replacing earlier ones
             self.db.execute("DELETE FROM windows WHERE uri = ?", (d.uri,))
             self.db.executemany(INSERT_WINDOW, window_rows(d, at))
+            self.db.execute("DELETE FROM thumbnails WHERE uri = ?", (d.uri,))
+            self.db.executemany("INSERT INTO thumbnails (uri, n, jpeg) VALUES (?, ?, ?)",
+                                [(d.uri, n, w.thumbnail) for n, w in enumerate(d.windows) if w.thumbnail])
             self.db.execute(UPSERT, {
                 "uri": d.uri,
                 "stream": d.stream,
@@ -160,6 +169,11 @@ class LocalStore:
             sql += f" LIMIT {int(limit)}"
         return [dict(r) for r in reversed(self.db.execute(sql, args).fetchall())]
 
+    def thumbnail(self, uri: str, n: int) -> bytes | None:
+        """The JPEG of window `n` of segment `uri`, if stored."""
+        row = self.db.execute("SELECT jpeg FROM thumbnails WHERE uri = ? AND n = ?", (uri, n)).fetchone()
+        return bytes(row["jpeg"]) if row else None
+
     def streams(self) -> list[tuple[str, int, str]]:
         """(stream, detections, latest time) for each stream."""
         return [tuple(r) for r in self.db.execute(
@@ -219,6 +233,16 @@ class LocalSink(Sink):
         try:
             return store.windows(stream=query.stream, since=query.since, until=query.until,
                                  limit=query.limit)
+        finally:
+            store.close()
+
+    async def thumbnail(self, uri: str, n: int) -> bytes | None:
+        return await asyncio.to_thread(self._thumbnail, uri, n)
+
+    def _thumbnail(self, uri: str, n: int) -> bytes | None:
+        store = self._existing_store()
+        try:
+            return store.thumbnail(uri, n)
         finally:
             store.close()
 

@@ -85,6 +85,9 @@ class FolderSource(Source):
     def one_shot(cls, options: FolderOptions) -> FolderOptions:
         return FolderOptions.model_validate({**options.model_dump(), "once": True})
 
+    def media_root(self) -> Path:
+        return self.options.path
+
     def __init__(self, options: FolderOptions, *, instance: str | None = None):
         super().__init__(options, instance=instance)
         self._root = os.path.abspath(options.path)

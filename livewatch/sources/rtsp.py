@@ -73,6 +73,9 @@ class RtspSource(Source):
     Options = RtspOptions
     options: RtspOptions
 
+    def media_root(self) -> Path:
+        return self.options.spool
+
     def __init__(self, options: RtspOptions, *, instance: str | None = None):
         super().__init__(options, instance=instance)
         self.stream = options.stream or _stream_name(options.url)

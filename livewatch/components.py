@@ -32,6 +32,8 @@ class Component:
     #: set by the daemon before `start`: its Metrics and DaemonSettings (None outside a daemon)
     metrics = None
     daemon_settings = None
+    #: the `[events]` settings (`livewatch.events.EventSettings`), set when built from settings
+    event_settings = None
 
     def __init__(self, options: BaseModel | None = None, *, instance: str | None = None):
         self.options = options if options is not None else type(self).Options()
@@ -132,6 +134,13 @@ class Sink(Component):
 
         raise ConfigError(f"sink {self.name!r} keeps no window timeline")
 
+    async def query_events(self, query: "DetectionQuery") -> list[dict]:
+        """The stored events (``livewatch events``) overlapping [since, until), oldest first, as
+        `livewatch.events.Event.to_dict()` rows; a queryable sink that keeps none says so."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"sink {self.name!r} keeps no events")
+
 
 @dataclass(frozen=True)
 class DetectionQuery:
@@ -142,3 +151,4 @@ class DetectionQuery:
     until: datetime | None = None
     errors_only: bool = False
     limit: int | None = None
+    label: str | None = None  # ``livewatch events --label``

@@ -37,6 +37,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .events import EventSettings
 
 DEFAULT_CONFIG_FILE = "livewatch.toml"
 
@@ -128,6 +129,7 @@ class Settings(BaseSettings):
     classifier: ComponentConfig = Field(default_factory=lambda: ComponentConfig(type="i3d"))
     sources: list[ComponentConfig] = Field(default_factory=_default_sources)
     sinks: list[ComponentConfig] = Field(default_factory=_default_sinks)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     @field_validator("sources", "sinks", mode="before")
     @classmethod

@@ -19,7 +19,9 @@ from pydantic import Field
 from ..components import DetectionQuery, Options, Sink
 from ..contract import Detection, iso_utc
 from ..errors import ConfigError
+from ..events import EventSettings
 from ..hookspecs import hookimpl
+from .local_events import SCHEMA as EVENTS_SCHEMA, query_events, update_events
 
 DEFAULT_PATH = "livewatch-data/detections.db"
 
@@ -75,8 +77,9 @@ ON CONFLICT (uri) DO UPDATE SET
 class LocalStore:
     """Blocking access to the store; the sink calls it from its own thread."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, events: EventSettings | None = None):
         self.path = Path(path)
+        self.event_settings = events or EventSettings()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -84,10 +87,13 @@ class LocalStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self.db.executescript(EVENTS_SCHEMA)
 
-    def write(self, d: Detection) -> None:
+    def write(self, d: Detection) -> tuple[list[dict], list]:
+        """Store `d` and its windows and bring its stream's events up to date, in one transaction;
+        returns (the events replaced, the events now) around it (`local_events.update_events`)."""
         at = iso_utc(d.start) if d.start else d.created_at
-        with self.db:  # one transaction: the detection and its windows, replacing earlier ones
+        with self.db:  # one transaction: the detection, its windows and the events they change
             self.db.execute("DELETE FROM windows WHERE uri = ?", (d.uri,))
             self.db.executemany(INSERT_WINDOW, window_rows(d, at))
             self.db.execute(UPSERT, {
@@ -101,6 +107,7 @@ class LocalStore:
                 "created_at": d.created_at,
                 "detection": d.model_dump_json(),
             })
+            return update_events(self.db, d, self.event_settings)
 
     def query(
         self,
@@ -160,6 +167,13 @@ class LocalStore:
             sql += f" LIMIT {int(limit)}"
         return [dict(r) for r in reversed(self.db.execute(sql, args).fetchall())]
 
+    def events(self, stream: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, label: str | None = None,
+               limit: int | None = None) -> list[dict]:
+        """Events (`livewatch.events.Event.to_dict()`) overlapping [since, until), oldest first."""
+        return query_events(self.db, stream, since.timestamp() if since else None,
+                            until.timestamp() if until else None, label, limit)
+
     def streams(self) -> list[tuple[str, int, str]]:
         """(stream, detections, latest time) for each stream."""
         return [tuple(r) for r in self.db.execute(
@@ -198,7 +212,8 @@ class LocalSink(Sink):
     async def start(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.instance}")
         try:
-            self._store = await self._run(LocalStore, self.options.path)
+            self._store = await self._run(LocalStore, self.options.path,
+                                          self.event_settings or EventSettings())
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sink {self.instance!r}: cannot open {self.options.path}: {exc}") from exc
 
@@ -219,6 +234,17 @@ class LocalSink(Sink):
         try:
             return store.windows(stream=query.stream, since=query.since, until=query.until,
                                  limit=query.limit)
+        finally:
+            store.close()
+
+    async def query_events(self, query: DetectionQuery) -> list[dict]:
+        return await asyncio.to_thread(self._query_events, query)
+
+    def _query_events(self, query: DetectionQuery) -> list[dict]:
+        store = self._existing_store()
+        try:
+            return store.events(stream=query.stream, since=query.since, until=query.until,
+                                label=query.label, limit=query.limit)
         finally:
             store.close()
 

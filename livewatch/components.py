@@ -141,6 +141,24 @@ class Sink(Component):
 
         raise ConfigError(f"sink {self.name!r} keeps no events")
 
+    # Event changes (`livewatch.notify`): a sink that takes them overrides `notify`; one that
+    # keeps events, and so is the outbox they come from, overrides the other two.
+
+    async def notify(self, change) -> None:
+        """An event opened, updated or closed (`livewatch.notify.EventChange`). Delivered at least
+        once: receivers dedupe on the event's id and revision. Return once it is delivered (or
+        refused for good, logged); raise to have it delivered again later."""
+        raise NotImplementedError
+
+    async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
+        """(event, revision last delivered to `consumer` or None) for each event whose current
+        revision `consumer` has not had, oldest first."""
+        raise NotImplementedError
+
+    async def mark_notified(self, consumer: str, event_id: str, revision: int) -> None:
+        """`consumer` has the event `event_id` at `revision` (durably recorded)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class DetectionQuery:

@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = (
     "livewatch.sinks.local",
     "livewatch.sinks.stdout",
     "livewatch.sinks.dynamodb",
+    "livewatch.sinks.webhook",
     "livewatch.deploy.commands",
     "livewatch.training.commands",
     "livewatch.model.backends.mxnet",

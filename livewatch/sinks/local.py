@@ -21,7 +21,8 @@ from ..contract import Detection, iso_utc
 from ..errors import ConfigError
 from ..events import EventSettings
 from ..hookspecs import hookimpl
-from .local_events import SCHEMA as EVENTS_SCHEMA, query_events, update_events
+from .local_events import (SCHEMA as EVENTS_SCHEMA, mark_notified, pending_events, query_events,
+                           update_events)
 
 DEFAULT_PATH = "livewatch-data/detections.db"
 
@@ -236,6 +237,12 @@ class LocalSink(Sink):
                                  limit=query.limit)
         finally:
             store.close()
+
+    async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
+        return await self._run(pending_events, self._store.db, consumer)
+
+    async def mark_notified(self, consumer: str, event_id: str, revision: int) -> None:
+        await self._run(mark_notified, self._store.db, consumer, event_id, revision)
 
     async def query_events(self, query: DetectionQuery) -> list[dict]:
         return await asyncio.to_thread(self._query_events, query)

@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS events (
     event     TEXT NOT NULL   -- Event.to_dict() as JSON
 );
 CREATE INDEX IF NOT EXISTS events_stream_start ON events (stream, t_start);
+CREATE TABLE IF NOT EXISTS notified (  -- the revision of each event each consuming sink has had
+    consumer  TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    revision  INTEGER NOT NULL,
+    PRIMARY KEY (consumer, id)
+);
 """
 
 # A window's place on its stream's clock, in SQL, to select a span (Python computes exact times).
@@ -105,6 +111,21 @@ def _reaches_back(windows: list[TimedWindow], clock: str, since: float,
         return False
     longest = max(end - start for start, end in placed)
     return min(start for start, _ in placed) < since + settings.max_gap + longest
+
+
+def pending_events(db: sqlite3.Connection, consumer: str) -> list[tuple[dict, int | None]]:
+    rows = db.execute(
+        "SELECT e.event, n.revision AS delivered FROM events e LEFT JOIN notified n "
+        "ON n.consumer = ? AND n.id = e.id WHERE n.revision IS NULL OR n.revision < e.revision "
+        "ORDER BY e.t_start, e.stream, e.label", (consumer,))
+    return [(json.loads(r["event"]), r["delivered"]) for r in rows]
+
+
+def mark_notified(db: sqlite3.Connection, consumer: str, event_id: str, revision: int) -> None:
+    with db:
+        db.execute("INSERT INTO notified (consumer, id, revision) VALUES (?, ?, ?) ON CONFLICT "
+                   "(consumer, id) DO UPDATE SET revision = MAX(revision, excluded.revision)",
+                   (consumer, event_id, revision))
 
 
 def query_events(db: sqlite3.Connection, stream: str | None, since: float | None,

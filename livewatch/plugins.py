@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "livewatch.sinks.stdout",
     "livewatch.sinks.dynamodb",
     "livewatch.sinks.webhook",
+    "livewatch.sinks.mqtt",
     "livewatch.deploy.commands",
     "livewatch.training.commands",
     "livewatch.model.backends.mxnet",

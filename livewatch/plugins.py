@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "livewatch.sinks.dynamodb",
     "livewatch.sinks.webhook",
     "livewatch.sinks.mqtt",
+    "livewatch.sinks.sns",
     "livewatch.deploy.commands",
     "livewatch.training.commands",
     "livewatch.model.backends.mxnet",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timezone
 
-from ..contract import Detection
+from ..contract import Detection, iso_utc
 from ..events import PDT, SEQUENCE, Event, EventSettings, TimedWindow, clock_of, derive, windows_of
 
 SCHEMA = """
@@ -42,7 +42,7 @@ SELECT w.uri, w.n, w.stream, w.sequence, w.offset_start, w.offset_end, w.label, 
        json_extract(d.detection, '$.start') AS segment_start,
        json_extract(d.detection, '$.duration') AS duration
 FROM windows w JOIN detections d ON d.uri = w.uri
-WHERE w.stream = :stream AND (CASE WHEN :pdt THEN (julianday(w.start) - 2440587.5) * 86400.0
+WHERE w.stream = :stream AND (NOT :pdt OR w.at >= :since_at) AND (CASE WHEN :pdt THEN (julianday(w.start) - 2440587.5) * 86400.0
       ELSE w.sequence * json_extract(d.detection, '$.duration') + w.offset_start END) >= :since
 """
 
@@ -92,8 +92,10 @@ def update_events(db: sqlite3.Connection, detection: Detection,
 
 
 def _load(db: sqlite3.Connection, stream: str, clock: str, since: float) -> list[TimedWindow]:
-    rows = db.execute(_WINDOWS, {"stream": stream, "pdt": clock == PDT,
-                                 "since": -1e300 if since == -math.inf else since - 1.0})
+    since = -1e300 if since == -math.inf else since - 1.0
+    since_at = "" if since < 0 else iso_utc(datetime.fromtimestamp(since, timezone.utc))
+    rows = db.execute(_WINDOWS, {"stream": stream, "pdt": clock == PDT, "since": since,
+                                 "since_at": since_at})  # `at` (indexed) narrows first
     return [TimedWindow(stream=r["stream"], uri=r["uri"], n=r["n"], label=r["label"],
                         probability=r["probability"], offset_start=r["offset_start"],
                         offset_end=r["offset_end"], sequence=r["sequence"],

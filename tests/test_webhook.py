@@ -150,3 +150,19 @@ def test_filters_choose_labels_streams_probability_and_change_types():
     assert not hook.wants(EventChange("opened", {**event, "label": "walk"}))
     assert not hook.wants(EventChange("opened", {**event, "stream": "cam2"}))
     assert not hook.wants(EventChange("opened", {**event, "peak_probability": 0.5}))
+
+
+async def test_detections_true_posts_detections_too_with_their_own_key(tmp_path):
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        await run_daemon(tmp_path, receiver.port, PLAN[:2], detections=True, changes=["closed"])
+    finally:
+        await receiver.stop()
+    posted = [json.loads(body) for _, _, body in receiver.requests]
+    assert [p["detection"]["uri"] for p in posted if p["type"] == "detection"] == [
+        "cam1/00000.ts", "cam1/00001.ts"]
+    assert {h["Idempotency-Key"] for _, h, b in receiver.requests
+            if json.loads(b)["type"] == "detection"} == {"detection:cam1/00000.ts",
+                                                         "detection:cam1/00001.ts"}
+    assert not [p for p in posted if p["type"] == "opened"]  # the changes filter

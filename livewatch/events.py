@@ -124,23 +124,24 @@ def event_id(stream: str, label: str, start: float) -> str:
 
 
 def derive(windows: Iterable[TimedWindow], settings: EventSettings | None = None, *,
-           ended: bool = False) -> list[Event]:
+           ended: bool = False, clock: str | None = None) -> list[Event]:
     """The events of `windows` (any streams, any order, duplicates allowed), ordered by stream,
     start and label. An event is `closed` once the stream's latest window ends more than
-    `max_gap` after it, a confident window of another label follows it, or `ended` is true."""
+    `max_gap` after it, a confident window of another label follows it, or `ended` is true.
+    `clock`: the streams' clock when `windows` are only part of them (default: `clock_of`)."""
     settings = settings or EventSettings()
     by_stream: dict[str, dict[tuple[str, int], TimedWindow]] = {}
     for w in windows:
         by_stream.setdefault(w.stream, {})[(w.uri, w.n)] = w  # a redelivered window counts once
     events: list[Event] = []
     for stream in sorted(by_stream):
-        events += _stream_events(stream, list(by_stream[stream].values()), settings, ended)
+        events += _stream_events(stream, list(by_stream[stream].values()), settings, ended, clock)
     return events
 
 
 def _stream_events(stream: str, windows: list[TimedWindow], s: EventSettings,
-                   ended: bool) -> list[Event]:
-    clock = clock_of(windows)
+                   ended: bool, clock: str | None) -> list[Event]:
+    clock = clock or clock_of(windows)
     placed = sorted(((t, w) for w in windows if (t := w.times(clock)) is not None),
                     key=lambda tw: (tw[0][0], tw[0][1], tw[1].uri, tw[1].n))
     if not placed:

@@ -78,3 +78,16 @@ def test_cli_lists_events_by_stream_label_and_time(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count("\n") == 1 and "cam1  run  closed  16.0 s" in result.output
     assert f"{T0.isoformat()}"[:10] in result.output
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_after_every_write_the_table_equals_events_from_the_windows_so_far(tmp_path, seed):
+    """Gaps (segments that never come) and any order: states and spans are never stale."""
+    rng = random.Random(100 + seed)
+    ds = [d for d in long_stream(rng, 30) if rng.random() > 0.3]
+    rng.shuffle(ds)
+    settings = EventSettings(max_gap=3.0, min_duration=2.0)
+    store = LocalStore(tmp_path / "d.db", settings)
+    for i, d in enumerate(ds):
+        store.write(d)
+        assert store.events() == [e.to_dict() for e in derive(all_windows(ds[:i + 1]), settings)], i

@@ -59,3 +59,25 @@ def test_a_sink_taking_changes_needs_a_sink_keeping_events():
     assert Notifier.for_sinks([RecordingSink()]) is None
     with pytest.raises(ConfigError, match="need a sink that keeps events"):
         Notifier.for_sinks([RecordingSink(), Consumer()])
+
+
+async def test_an_event_a_late_segment_merges_into_an_earlier_one_is_closed(tmp_path):
+    store = LocalSink(LocalOptions(path=tmp_path / "d.db"))
+    store.event_settings = EventSettings(max_gap=1.0)
+    await store.start()
+    consumer = Consumer()
+    notifier = Notifier.for_sinks([store, consumer])
+    try:
+        for seq in (0, 2):  # a gap at segment 1: two walk events
+            await store.write(detection(seq, [("walk", 0.9)] * 2))
+        await notifier.deliver(consumer)
+        assert [c[:3] for c in consumer.changes] == [("closed", "walk", 5), ("opened", "walk", 4)]
+        await store.write(detection(1, [("walk", 0.9)] * 2))  # late: one event from 0 s
+        pending = await store.pending_events("consumer")
+        await notifier.deliver(consumer)
+        assert [c[:3] for c in consumer.changes[2:]] == [("updated", "walk", 12), ("closed", "walk", 5)]
+        merged = [e for e, _ in pending if e.get("merged_into")]
+        assert len(merged) == 1 and merged[0]["merged_into"] == pending[0][0]["id"]
+        assert await store.pending_events("consumer") == []
+    finally:
+        await store.close()

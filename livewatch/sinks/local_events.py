@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS events (
     event     TEXT NOT NULL   -- Event.to_dict() as JSON
 );
 CREATE INDEX IF NOT EXISTS events_stream_start ON events (stream, t_start);
+CREATE TABLE IF NOT EXISTS retired (  -- events a late segment merged into another (new start)
+    id        TEXT PRIMARY KEY,
+    revision  INTEGER NOT NULL,
+    event     TEXT NOT NULL   -- its last form, closed, with `merged_into`
+);
 CREATE TABLE IF NOT EXISTS notified (  -- the revision of each event each consuming sink has had
     consumer  TEXT NOT NULL,
     id        TEXT NOT NULL,
@@ -66,9 +71,14 @@ def update_events(db: sqlite3.Connection, detection: Detection,
     else:
         longest = max(end - start for start, end in placed)
         since = min(start for start, _ in placed) - settings.max_gap - longest
+        # open events may close now that the stream moved on: recompute from the first of them
+        first_open = db.execute("SELECT MIN(t_start) FROM events WHERE stream = ? AND state = "
+                                "'open'", (stream,)).fetchone()[0]
+        if first_open is not None:
+            since = min(since, first_open)
     while True:
         windows = _load(db, stream, clock, since)
-        events = derive(windows, settings)
+        events = derive(windows, settings, clock=clock)
         if since == -math.inf or not _reaches_back(windows, clock, since, settings):
             break
         since -= 2 * (settings.max_gap + settings.min_duration + 1.0)
@@ -80,15 +90,32 @@ def update_events(db: sqlite3.Connection, detection: Detection,
             since = -math.inf  # nothing earlier: take the whole stream
     where, args = ("stream = ?", [stream]) if since == -math.inf else (
         "stream = ? AND t_start >= ?", [stream, since])
-    old = [dict(r) for r in db.execute(f"SELECT id, state, revision, event FROM events WHERE {where}",
-                                       args)]
+    old = [dict(r) for r in db.execute(
+        f"SELECT id, label, t_start, t_end, state, revision, event FROM events WHERE {where}", args)]
     db.execute(f"DELETE FROM events WHERE {where}", args)
     db.executemany(
         "INSERT OR REPLACE INTO events (id, stream, label, t_start, t_end, clock, state, revision, "
         "event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(e.id, e.stream, e.label, e.start, e.end, e.clock, e.state, e.revision,
           json.dumps(e.to_dict())) for e in events])
+    _retire(db, old, events)
     return old, events
+
+
+def _retire(db: sqlite3.Connection, old: list[dict], events: list[Event]) -> None:
+    """Keep, closed, the events that vanished (merged into one that starts earlier), so that a
+    sink told they opened is told they ended (`merged_into` names the event that goes on)."""
+    ids = {e.id for e in events}
+    db.executemany("DELETE FROM retired WHERE id = ?", [(i,) for i in ids])
+    for row in old:
+        if row["id"] in ids:
+            continue
+        into = next((e.id for e in events if e.label == row["label"] and e.start <= row["t_end"]
+                     and e.end >= row["t_start"]), None)
+        event = {**json.loads(row["event"]), "state": "closed", "revision": row["revision"] + 1,
+                 "merged_into": into}
+        db.execute("INSERT OR REPLACE INTO retired (id, revision, event) VALUES (?, ?, ?)",
+                   (row["id"], row["revision"] + 1, json.dumps(event)))
 
 
 def _load(db: sqlite3.Connection, stream: str, clock: str, since: float) -> list[TimedWindow]:
@@ -116,10 +143,15 @@ def _reaches_back(windows: list[TimedWindow], clock: str, since: float,
 
 
 def pending_events(db: sqlite3.Connection, consumer: str) -> list[tuple[dict, int | None]]:
+    """Events `consumer` has not had at their current revision, then the retired events it was
+    told about but not that they ended."""
     rows = db.execute(
         "SELECT e.event, n.revision AS delivered FROM events e LEFT JOIN notified n "
         "ON n.consumer = ? AND n.id = e.id WHERE n.revision IS NULL OR n.revision < e.revision "
-        "ORDER BY e.t_start, e.stream, e.label", (consumer,))
+        "ORDER BY e.t_start, e.stream, e.label", (consumer,)).fetchall()
+    rows += db.execute(
+        "SELECT r.event, n.revision AS delivered FROM retired r JOIN notified n "
+        "ON n.consumer = ? AND n.id = r.id WHERE n.revision < r.revision", (consumer,)).fetchall()
     return [(json.loads(r["event"]), r["delivered"]) for r in rows]
 
 

@@ -47,7 +47,8 @@ SELECT w.uri, w.n, w.stream, w.sequence, w.offset_start, w.offset_end, w.label, 
        json_extract(d.detection, '$.start') AS segment_start,
        json_extract(d.detection, '$.duration') AS duration
 FROM windows w JOIN detections d ON d.uri = w.uri
-WHERE w.stream = :stream AND (NOT :pdt OR w.at >= :since_at) AND (CASE WHEN :pdt THEN (julianday(w.start) - 2440587.5) * 86400.0
+WHERE w.stream = :stream AND (NOT :pdt OR w.at >= :since_at)
+  AND (CASE WHEN :pdt THEN (julianday(w.start) - 2440587.5) * 86400.0
       ELSE w.sequence * json_extract(d.detection, '$.duration') + w.offset_start END) >= :since
 """
 

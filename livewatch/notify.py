@@ -22,11 +22,12 @@ from .capabilities import offers
 from .components import Sink
 from .errors import ConfigError
 from .events import EventSettings
+from .retry import retry
 
 log = logging.getLogger(__name__)
 
-#: how long a consumer waits before trying a failed delivery again (a sink retries on its own too)
-RETRY_SECONDS = 5.0
+#: the longest wait between two tries of a failing consumer (a sink retries on its own too)
+RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Notifier:
         self.store, self.consumers, self.settings = store, consumers, settings
         self._nudged = {c.instance: asyncio.Event() for c in consumers}
         self._tasks: list[asyncio.Task] = []
-        self._closing = False
+        self._closing = asyncio.Event()
 
     @classmethod
     def for_sinks(cls, sinks: list[Sink]) -> "Notifier | None":
@@ -92,7 +93,7 @@ class Notifier:
     async def close(self, timeout: float) -> None:
         """Deliver what is pending within `timeout` seconds, then stop (what is left, or failed,
         stays pending in the store for the next start)."""
-        self._closing = True
+        self._closing.set()  # ends a wait between two attempts at once
         self.nudge()
         done, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
@@ -104,14 +105,16 @@ class Notifier:
         last_sent: dict[str, float] = {}
         while True:
             nudged.clear()
-            closing = self._closing  # set before its nudge: this pass is the last one
-            try:
-                wait = await self.deliver(consumer, last_sent, flush=closing)
+            closing = self._closing.is_set()  # set before its nudge: this pass is the last one
+            try:  # a failing consumer is tried again with backoff until it takes them
+                wait = await retry(lambda: self.deliver(consumer, last_sent, flush=closing),
+                                   what=f"event changes to sink {consumer.instance!r}",
+                                   on=Exception, attempts=1 if closing else None, first=0.5,
+                                   longest=RETRY_MAX_SECONDS, stop=self._closing, logger=log)
             except Exception as exc:
-                log.warning("event changes to sink %r failed (%s); they stay pending%s",
-                            consumer.instance, exc, "" if closing else
-                            f", trying again in {RETRY_SECONDS:.0f}s")
-                wait = RETRY_SECONDS
+                log.warning("event changes to sink %r failed (%s); they stay pending in the "
+                            "store for the next start", consumer.instance, exc)
+                wait = None
             if closing:
                 return
             with contextlib.suppress(asyncio.TimeoutError):

@@ -166,3 +166,33 @@ async def test_detections_true_posts_detections_too_with_their_own_key(tmp_path)
             if json.loads(b)["type"] == "detection"} == {"detection:cam1/00000.ts",
                                                          "detection:cam1/00001.ts"}
     assert not [p for p in posted if p["type"] == "opened"]  # the changes filter
+
+
+async def test_a_receiver_that_was_down_gets_every_change_once_it_is_back(tmp_path):
+    receiver = Receiver()
+    await receiver.start()
+    port = receiver.port
+    await receiver.stop()  # down while the segments are classified
+    local = LocalSink(LocalOptions(path=tmp_path / "d.db"))
+    local.event_settings = EventSettings(update_seconds=3600)
+    hook = WebhookSink(WebhookOptions(url=f"http://127.0.0.1:{port}/hook", retries=0), instance="hook")
+    source = ListSource(segments(PLAN), hold_open=True)
+    daemon = Daemon([source], ScriptClassifier(), [local, hook], DaemonSettings(health_listen=""))
+    running = asyncio.create_task(daemon.run(handle_signals=False))
+    try:
+        await asyncio.wait_for(source.exhausted.wait(), 30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(source.acked) < len(PLAN):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        receiver = Receiver()
+        await receiver.start(port)  # back: the notifier's next try delivers what waited
+        while {(c["event"]["label"], c["type"]) for c in receiver.delivered()} != {
+                ("walk", "closed"), ("run", "opened")}:
+            assert asyncio.get_running_loop().time() < deadline, receiver.delivered()
+            await asyncio.sleep(0.02)
+    finally:
+        daemon.stop()
+        await running
+        await receiver.stop()
+    assert [c["revision"] for c in receiver.delivered()] == [13, 12]  # each once

@@ -87,3 +87,20 @@ def test_without_program_date_time_segments_are_ordered_by_sequence_and_duration
         ("walk", 0.0, 14.0), ("run", 24.0, 40.0), ("walk", 40.0, 48.0)]
     assert events[0].to_dict()["start"] == 0.0  # seconds, not a made-up wall-clock time
     assert derive(all_windows(scripted()))[0].clock == PDT
+
+
+def test_the_events_table_of_the_config_reaches_the_built_sinks(tmp_path, monkeypatch):
+    from livewatch.errors import ConfigError
+    from livewatch.settings import load_settings
+    from livewatch.wiring import build
+
+    config = tmp_path / "lw.toml"
+    config.write_text('[events]\nmax_gap = 3.5\n\n[[sources]]\ntype = "folder"\npath = "live"\n\n'
+                      '[[sinks]]\ntype = "local"\npath = "d.db"\n')
+    monkeypatch.setenv("LIVEWATCH_EVENTS__MIN_PROBABILITY", "0.7")
+    settings = load_settings(config)
+    assert (settings.events.max_gap, settings.events.min_probability) == (3.5, 0.7)
+    assert build(settings).sinks[0].event_settings.max_gap == 3.5
+    config.write_text("[events]\nmax_gap = -1\n")
+    with pytest.raises(ConfigError, match="events.max_gap"):
+        load_settings(config)

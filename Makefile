@@ -14,11 +14,13 @@ NNCF     := $(VENV)/tools/nncf/.installed
 
 setup: servers image-tools chromium $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
 
-# The test servers' runtimes: Node.js/npm (dynalite) and Java (SageMaker's multi-model-server).
+# The test servers' runtimes: Node.js/npm (dynalite), Java (SageMaker's multi-model-server) and
+# the mosquitto MQTT broker (the mqtt sink's tests).
 # Installed with apt when root; otherwise a missing one stops the set-up, saying what to install.
 servers:
 	@missing=""; command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || missing="$$missing default-jre-headless"; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

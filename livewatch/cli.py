@@ -223,6 +223,34 @@ async def _read_closing(store, reading):
         await store.close()
 
 
+@cli.command()
+@config_option
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The store's file (default: the first configured sink that can be queried).")
+@click.option("--stream", help="Only this stream.")
+@click.option("--label", help="Only events of this label.")
+@click.option("--since", help="Only events still going at or after: an age like 1h, or an ISO time.")
+@click.option("--until", help="Only events begun before: an age or an ISO time.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="The newest N events.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto")
+def events(config, db, stream, label, since, until, limit, fmt):
+    """Show activity events (runs of windows with one label, [events] settings), oldest first."""
+    from .capabilities import detection_store
+    from .components import DetectionQuery
+    from .output import format_event
+    from .plugins import registry
+    from .settings import load_settings
+
+    configured = [] if db is not None else load_settings(config).sinks
+    store = detection_store(registry(), configured, db)
+    query = DetectionQuery(stream=stream, since=parse_time(since), until=parse_time(until),
+                           limit=limit, label=label)
+    as_text = fmt == "text" or (fmt == "auto" and sys.stdout.isatty())
+    for event in asyncio.run(_read_closing(store, store.query_events(query))):
+        click.echo(format_event(event) if as_text else json.dumps(event))
+
+
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 

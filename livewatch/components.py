@@ -32,6 +32,8 @@ class Component:
     #: set by the daemon before `start`: its Metrics and DaemonSettings (None outside a daemon)
     metrics = None
     daemon_settings = None
+    #: the `[events]` settings (`livewatch.events.EventSettings`), set when built from settings
+    event_settings = None
 
     def __init__(self, options: BaseModel | None = None, *, instance: str | None = None):
         self.options = options if options is not None else type(self).Options()
@@ -147,6 +149,31 @@ class Sink(Component):
 
         raise ConfigError(f"sink {self.name!r} keeps no window timeline")
 
+    async def query_events(self, query: "DetectionQuery") -> list[dict]:
+        """The stored events (``livewatch events``) overlapping [since, until), oldest first, as
+        `livewatch.events.Event.to_dict()` rows; a queryable sink that keeps none says so."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"sink {self.name!r} keeps no events")
+
+    # Event changes (`livewatch.notify`): a sink that takes them overrides `notify`; one that
+    # keeps events, and so is the outbox they come from, overrides the other two.
+
+    async def notify(self, change) -> None:
+        """An event opened, updated or closed (`livewatch.notify.EventChange`). Delivered at least
+        once: receivers dedupe on the event's id and revision. Return once it is delivered (or
+        refused for good, logged); raise to have it delivered again later."""
+        raise NotImplementedError
+
+    async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
+        """(event, revision last delivered to `consumer` or None) for each event whose current
+        revision `consumer` has not had, oldest first."""
+        raise NotImplementedError
+
+    async def mark_notified(self, consumer: str, event_id: str, revision: int) -> None:
+        """`consumer` has the event `event_id` at `revision` (durably recorded)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class DetectionQuery:
@@ -157,3 +184,4 @@ class DetectionQuery:
     until: datetime | None = None
     errors_only: bool = False
     limit: int | None = None
+    label: str | None = None  # ``livewatch events --label``

@@ -23,6 +23,7 @@ from .errors import ModelError, SegmentError, TransientError
 from .health import HealthServer, parse_listen
 from .logs import current_segment
 from .metrics import Metrics
+from .notify import Notifier
 from .retry import retry
 from .settings import DaemonSettings, UiSettings
 from .status import Stats, Status
@@ -54,6 +55,8 @@ class Daemon:
             component.metrics, component.daemon_settings = self.metrics, self.settings
         self.health: HealthServer | None = None
         self.ui = ui  # the web page on the health listener (None: not served)
+        #: event changes to the sinks that take them (livewatch.notify), when any does
+        self.notifier = Notifier.for_sinks(sinks)
         self._queue: asyncio.Queue[tuple[Source, Segment]] = asyncio.Queue(self.settings.queue_size)
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task, tuple[Source, Segment]] = {}
@@ -106,11 +109,15 @@ class Daemon:
                 self._install_signal_handlers()
             if not self._stopping.is_set():
                 self.state = "ready"
+            if self.notifier is not None:
+                self.notifier.start()  # first delivers what an earlier run left pending
             await self._serve()
         finally:
             self.state = "stopping"
             if handle_signals:
                 self._remove_signal_handlers()
+            if self.notifier is not None and self.notifier.started:
+                await self.notifier.close(self.settings.shutdown_timeout)
             for component in reversed(started):
                 try:
                     await component.close()
@@ -251,6 +258,8 @@ class Daemon:
         except Exception as exc:
             await self._release(source, segment, f"a sink failed: {exc}")
             return
+        if self.notifier is not None:
+            self.notifier.nudge()  # the windows are stored: their event changes can go
         self._count(segment, detection, skipped=bool(skipped))
         try:
             await source.ack(segment)

@@ -48,6 +48,17 @@ def format_window(row: dict) -> str:
             f"(frames {row['first_frame']}-{row['last_frame']})  {row['uri']}")
 
 
+def format_event(e: dict) -> str:
+    """One event (a row of ``livewatch events``) as a readable line."""
+    if e["clock"] == "program-date-time":
+        where = f"{e['start']} - {e['end'][11:]}"
+    else:
+        where = f"{e['start']:.1f}-{e['end']:.1f} s (by sequence x duration)"
+    return (f"{where}  {e['stream']}  {e['label']}  {e['state']}  {e['duration']:.1f} s  "
+            f"peak {e['peak_probability']:.2f} mean {e['mean_probability']:.2f}  "
+            f"{len(e['segments'])} segment(s)  rev {e['revision']}  {e['id']}")
+
+
 def format_json(d: Detection) -> str:
     return d.model_dump_json()
 

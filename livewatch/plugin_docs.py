@@ -42,6 +42,7 @@ START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 def config_reference() -> str:
     """The README's configuration reference, generated from the settings and plugin models."""
     from .plugins import Registry, make_plugin_manager
+    from .events import EventSettings
     from .settings import DaemonSettings, UiSettings
 
     def table(options: list[dict]) -> list[str]:
@@ -53,6 +54,8 @@ def config_reference() -> str:
 
     lines = [START, "", "#### `[daemon]`", "", *table(describe_options(DaemonSettings))]
     lines += ["", "#### `[ui]`", "", *table(describe_options(UiSettings))]
+    lines += ["", "#### `[events]`", "", "How windows become activity events (`livewatch events`).", ""]
+    lines += table(describe_options(EventSettings))
     registry = Registry(make_plugin_manager(load_entry_points=False))
     for kind, section in (("source", "[[sources]]"), ("classifier", "[classifier]"), ("sink", "[[sinks]]")):
         for entry in registry.of_kind(kind):

@@ -37,6 +37,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .events import EventSettings
 
 DEFAULT_CONFIG_FILE = "livewatch.toml"
 
@@ -141,6 +142,7 @@ class Settings(BaseSettings):
     sources: list[ComponentConfig] = Field(default_factory=_default_sources)
     sinks: list[ComponentConfig] = Field(default_factory=_default_sinks)
     ui: UiSettings = Field(default_factory=UiSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     @field_validator("sources", "sinks", mode="before")
     @classmethod

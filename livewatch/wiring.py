@@ -61,6 +61,8 @@ def build(settings: Settings, registry: Registry | None = None) -> Components:
             problems.append(f"  {kind}s: instance names must be unique, repeated: {', '.join(dupes)}")
     if problems:
         raise ConfigError("\n".join(["invalid configuration:", *problems]))
+    for component in [*sources, classifier, *sinks]:  # e.g. the local store keeps events
+        component.event_settings = settings.events
     return Components(sources=sources, classifier=classifier, sinks=sinks)  # type: ignore[arg-type]
 
 

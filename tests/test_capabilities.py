@@ -174,7 +174,8 @@ def test_a_disabled_builtin_leaves_a_clear_error(tmp_path):
     (tmp_path / "livewatch.toml").write_text('[[sinks]]\ntype = "stdout"\n')
     result = lw("detections", cwd=tmp_path, env=env)
     assert result.returncode == 2
-    assert "error: no installed sink can read back stored detections (installed sinks: dynamodb, stdout;" in result.stderr
+    assert ("error: no installed sink can read back stored detections (installed sinks: dynamodb, "
+            "mqtt, sns, stdout, webhook;") in result.stderr
     assert "Traceback" not in result.stderr
 
 

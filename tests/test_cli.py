@@ -40,7 +40,8 @@ def test_bad_config_fails_before_start_and_names_the_field(tmp_path):
     assert result.returncode == 2
     assert "classifier.top_k: Input should be greater than or equal to 1" in result.stderr
     assert "sinks.0.paht: unknown option" in result.stderr
-    assert "sinks.1.type: unknown sink type 'nosuch'; installed sinks: dynamodb, local, stdout" in result.stderr
+    assert ("sinks.1.type: unknown sink type 'nosuch'; installed sinks: dynamodb, local, mqtt, "
+            "sns, stdout, webhook") in result.stderr
     assert "Traceback" not in result.stderr
 
 

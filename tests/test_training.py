@@ -5,11 +5,13 @@ One small model is trained per session (the demo's: camera motions, `small3d`, 8
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import livewatch
+from livewatch.events import EventSettings
 from livewatch.training.commands import register_commands
 from livewatch.training.evaluate import accuracy_check, classify_videos
 from livewatch.training.synthetic import MOTIONS, write_motion_dataset
@@ -537,3 +540,91 @@ def test_the_demo_script_changes_motion_mid_segment_and_scores_windows():
     assert result.correct == 1 and result.window_counts == (3, 4)
     table = timeline_table(result)
     assert "still still zoom_in zoom_in/still" in table and "window accuracy: 3/4 = 75%" in table
+
+
+def _classify_into(store: Path, live: Path, model: Path, cache: Path, workers: int) -> None:
+    """Run the daemon once over `live` with the demo's model into the local store `store`."""
+    from livewatch.daemon import Daemon
+    from livewatch.model.i3d_classifier import I3DClassifier, I3DOptions
+    from livewatch.settings import DaemonSettings
+    from livewatch.sinks.local import LocalOptions, LocalSink
+    from livewatch.sources.folder import FolderOptions, FolderSource
+
+    sink = LocalSink(LocalOptions(path=store))
+    sink.event_settings = EVENTS
+    daemon = Daemon([FolderSource(FolderOptions(path=live, once=True, settle_seconds=0))],
+                    I3DClassifier(I3DOptions(model=str(model), cache_dir=cache, device="cpu")),
+                    [sink], DaemonSettings(workers=workers, log_level="WARNING", health_listen=""))
+    stats = asyncio.run(daemon.run(handle_signals=False))
+    assert not stats.released
+
+
+#: one window of the demo's model is 8 frames at 15 fps (0.53 s): events of 1 s and more
+EVENTS = EventSettings(min_probability=0.5, max_gap=1.0, min_duration=1.0)
+
+
+def _truth(script: list[str], seconds: float) -> list[tuple[str, float, float]]:
+    """(motion, start, end) runs of the script, in seconds from its first segment."""
+    marks = []  # (time, motion) where each motion begins
+    for n, entry in enumerate(script):
+        for k, motion in enumerate(entry.split(">")):
+            marks.append((n * seconds + k * seconds / 2, motion))
+    runs: list[list] = []
+    for at, motion in marks:
+        if not runs or runs[-1][0] != motion:
+            runs.append([motion, at, None])
+    for run, following in zip(runs, runs[1:] + [[None, len(script) * seconds, None]]):
+        run[2] = following[1]
+    return [tuple(r) for r in runs]
+
+
+@pytest.mark.slow  # the session's trained model, and three passes over a 14-segment stream
+def test_events_from_the_demo_model_match_the_script_in_any_order(trained, tmp_path):
+    from datetime import datetime
+
+    from livewatch.events import derive, windows_of
+    from livewatch.sinks.local import LocalStore
+    from livewatch.training.demo import DEMO_VIDEO
+    from livewatch.training.live import ScriptedStream
+
+    _, archive, _ = trained
+    script = ["pan_left", "pan_left", "pan_left>still", "still", "still", "zoom_in", "zoom_in",
+              "zoom_in>pan_right", "pan_right", "pan_right", "still", "still>pan_left",
+              "pan_left", "pan_left"]
+    stream = ScriptedStream(tmp_path / "live" / "cam1", script, seconds=2.0, seed=4242, **DEMO_VIDEO)
+    for _ in script:
+        stream.write_segment()
+    seconds = stream.frames / stream.fps
+    shutil.copytree(tmp_path / "live", tmp_path / "again")  # the folder source checkpoints the first
+    _classify_into(tmp_path / "one.db", tmp_path / "live", archive, tmp_path / "cache", workers=1)
+    one = LocalStore(tmp_path / "one.db", EVENTS)
+    events = one.events()
+    origin = stream.start_time.timestamp()
+
+    def placed(e: dict) -> tuple[str, float, float]:
+        if e["clock"] == "sequence":
+            return e["label"], e["start"], e["end"]
+        return (e["label"], datetime.fromisoformat(e["start"]).timestamp() - origin,
+                datetime.fromisoformat(e["end"]).timestamp() - origin)
+
+    got = [placed(e) for e in events]
+    window = 8 / stream.fps
+    truth = _truth(script, seconds)
+    assert len(got) == len(truth), (got, truth)
+    for (label, start, end), (want, t0, t1) in zip(got, truth):
+        assert label == want and abs(start - t0) <= window + 0.01 and abs(end - t1) <= window + 0.01, (
+            got, truth)
+
+    _classify_into(tmp_path / "three.db", tmp_path / "again", archive, tmp_path / "cache", workers=3)
+    detections = one.query()
+    shuffled = LocalStore(tmp_path / "shuffled.db", EVENTS)
+    for d in random.Random(7).sample(detections, k=len(detections)):
+        shuffled.write(d)
+
+    def key(events: list[dict]) -> list[tuple]:
+        return [(e["id"], e["label"], e["start"], e["end"], [Path(s).name for s in e["segments"]],
+                 e["state"], e["revision"]) for e in events]
+
+    assert key(LocalStore(tmp_path / "three.db", EVENTS).events()) == key(events)
+    assert shuffled.events() == events
+    assert [e.to_dict() for e in derive([w for d in detections for w in windows_of(d)], EVENTS)] == events

@@ -19,7 +19,10 @@ from pydantic import Field
 from ..components import DetectionQuery, Options, Sink
 from ..contract import Detection, iso_utc
 from ..errors import ConfigError
+from ..events import EventSettings
 from ..hookspecs import hookimpl
+from .local_events import (SCHEMA as EVENTS_SCHEMA, mark_notified, pending_events, query_events,
+                           update_events)
 
 DEFAULT_PATH = "livewatch-data/detections.db"
 
@@ -81,8 +84,9 @@ ON CONFLICT (uri) DO UPDATE SET
 class LocalStore:
     """Blocking access to the store; the sink calls it from its own thread."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, events: EventSettings | None = None):
         self.path = Path(path)
+        self.event_settings = events or EventSettings()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -90,10 +94,13 @@ class LocalStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self.db.executescript(EVENTS_SCHEMA)
 
-    def write(self, d: Detection) -> None:
+    def write(self, d: Detection) -> tuple[list[dict], list]:
+        """Store `d` and its windows and bring its stream's events up to date, in one transaction;
+        returns (the events replaced, the events now) around it (`local_events.update_events`)."""
         at = iso_utc(d.start) if d.start else d.created_at
-        with self.db:  # one transaction: the detection and its windows, replacing earlier ones
+        with self.db:  # one transaction: the detection, its windows and the events they change
             self.db.execute("DELETE FROM windows WHERE uri = ?", (d.uri,))
             self.db.executemany(INSERT_WINDOW, window_rows(d, at))
             self.db.execute("DELETE FROM thumbnails WHERE uri = ?", (d.uri,))
@@ -110,6 +117,7 @@ class LocalStore:
                 "created_at": d.created_at,
                 "detection": d.model_dump_json(),
             })
+            return update_events(self.db, d, self.event_settings)
 
     def query(
         self,
@@ -173,6 +181,12 @@ class LocalStore:
         """The JPEG of window `n` of segment `uri`, if stored."""
         row = self.db.execute("SELECT jpeg FROM thumbnails WHERE uri = ? AND n = ?", (uri, n)).fetchone()
         return bytes(row["jpeg"]) if row else None
+    def events(self, stream: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, label: str | None = None,
+               limit: int | None = None) -> list[dict]:
+        """Events (`livewatch.events.Event.to_dict()`) overlapping [since, until), oldest first."""
+        return query_events(self.db, stream, since.timestamp() if since else None,
+                            until.timestamp() if until else None, label, limit)
 
     def streams(self) -> list[tuple[str, int, str]]:
         """(stream, detections, latest time) for each stream."""
@@ -212,7 +226,8 @@ class LocalSink(Sink):
     async def start(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.instance}")
         try:
-            self._store = await self._run(LocalStore, self.options.path)
+            self._store = await self._run(LocalStore, self.options.path,
+                                          self.event_settings or EventSettings())
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"sink {self.instance!r}: cannot open {self.options.path}: {exc}") from exc
 
@@ -243,6 +258,23 @@ class LocalSink(Sink):
         store = self._existing_store()
         try:
             return store.thumbnail(uri, n)
+        finally:
+            store.close()
+
+    async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
+        return await self._run(pending_events, self._store.db, consumer)
+
+    async def mark_notified(self, consumer: str, event_id: str, revision: int) -> None:
+        await self._run(mark_notified, self._store.db, consumer, event_id, revision)
+
+    async def query_events(self, query: DetectionQuery) -> list[dict]:
+        return await asyncio.to_thread(self._query_events, query)
+
+    def _query_events(self, query: DetectionQuery) -> list[dict]:
+        store = self._existing_store()
+        try:
+            return store.events(stream=query.stream, since=query.since, until=query.until,
+                                label=query.label, limit=query.limit)
         finally:
             store.close()
 

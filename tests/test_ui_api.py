@@ -298,8 +298,12 @@ async def test_events_come_from_a_sink_that_keeps_them(store_path):
         assert (await (await client.get("/ui/api/events", params={"stream": "door"})).json()) == {"events": []}
     finally:
         await client.close()
-    client = await client_for(store_path)  # the local store here keeps no events: none, not an error
+    client = await client_for(store_path)  # the local store keeps the events its windows make
     try:
-        assert (await (await client.get("/ui/api/events")).json()) == {"events": []}
+        events = (await (await client.get("/ui/api/events")).json())["events"]
+        assert events and {e["stream"] for e in events} == {"cam", "door"}
+        assert [e["start"] for e in events] == sorted(e["start"] for e in events)
+        door = (await (await client.get("/ui/api/events", params={"stream": "door"})).json())["events"]
+        assert [(e["stream"], e["label"]) for e in door] == [("door", "open"), ("door", "run")]
     finally:
         await client.close()

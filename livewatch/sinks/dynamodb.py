@@ -8,6 +8,9 @@ up to 25 items per BatchWriteItem (waiting `batch_wait_ms` for company), retries
 with backoff and jitter, and resolves each `write` only once its own item is stored. Items are
 PutRequests, so the same segment written twice is one item (the second overwrites the first),
 whatever was known about its time either time.
+Once its item is stored, `write` brings the stream's events up to date in the same table
+(`dynamodb_events`), which `query_events` reads back and which is the outbox of the sinks that take
+event changes (`pending_events`, `mark_notified`: `dynamodb_outbox`).
 Throttling, 5xx, timeouts, a lost connection and a table that went away mid-run are
 `TransientError`s (the daemon retries, then releases the segment); a missing table, or one
 without the expected key schema and index, at `start` is a `ConfigError`.
@@ -28,6 +31,8 @@ from ..errors import ConfigError, LivewatchError, TransientError
 from ..hookspecs import hookimpl
 from ..retry import retry
 from . import dynamodb_read
+from .dynamodb_events import EventTable
+from .dynamodb_outbox import Outbox, query_events
 from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, to_item
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
@@ -62,6 +67,8 @@ class DynamoDBSink(Sink):
         self._flusher: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
         self._opening = asyncio.Lock()
+        self._events = EventTable(self)
+        self._outbox = Outbox(self._events)
 
     async def _open(self) -> None:
         from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -111,11 +118,15 @@ class DynamoDBSink(Sink):
     async def write(self, detection: Detection) -> None:
         if self._flusher is None:
             raise RuntimeError(f"{self!r} was not started")
+        if detection.windows and detection.start is None:  # before anyone can read it
+            await self._events.mark_untimed(detection)
         item = to_item(detection)
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
         await future
+        await self._events.update(detection)
+        self._outbox.touched(item[PARTITION_KEY])
 
     # -- batching --------------------------------------------------------------------------------
 
@@ -205,6 +216,16 @@ class DynamoDBSink(Sink):
     async def query_windows(self, query: DetectionQuery) -> list[dict]:
         await self._reader()
         return await dynamodb_read.query_windows(self, query)
+
+    async def query_events(self, query: DetectionQuery) -> list[dict]:
+        await self._reader()
+        return await query_events(self._events, query)
+
+    async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
+        return await self._outbox.pending(consumer)
+
+    async def mark_notified(self, consumer: str, event_id: str, revision: int) -> None:
+        await self._outbox.mark(consumer, event_id, revision)
 
     async def _reader(self) -> None:
         async with self._opening:  # one client, whoever asks first

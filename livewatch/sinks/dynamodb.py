@@ -33,7 +33,7 @@ from ..retry import retry
 from . import dynamodb_read
 from .dynamodb_events import EventTable
 from .dynamodb_outbox import Outbox, query_events
-from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, to_item
+from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, table_problem, to_item
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
 
@@ -52,7 +52,7 @@ class DynamoDBOptions(AwsOptions):
 
 
 class DynamoDBSink(Sink):
-    """Writes detections to a DynamoDB table, one item per segment."""
+    """Writes detections to a DynamoDB table, one item per segment, and the events they make."""
 
     name = "dynamodb"
     Options = DynamoDBOptions
@@ -265,27 +265,6 @@ class DynamoDBSink(Sink):
             if "LastEvaluatedKey" not in response or (limit and len(items) >= limit):
                 return items[:limit] if limit else items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
-def table_problem(table: dict[str, Any]) -> str | None:
-    """What is wrong with a described table for this sink (None: nothing), in words."""
-    schema = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema", [])}
-    if schema != {"HASH": PARTITION_KEY, "RANGE": SORT_KEY}:
-        return f"is keyed {schema}"
-    types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
-    wrong = {name: types.get(name) for name in (PARTITION_KEY, SORT_KEY) if types.get(name) != "S"}
-    if wrong:
-        return f"has key attributes of type {wrong}"
-    indexes = {i["IndexName"]: i for i in table.get("LocalSecondaryIndexes") or []}
-    if TIMELINE_INDEX not in indexes:
-        return f"has no local secondary index {TIMELINE_INDEX!r} (it has {sorted(indexes) or 'none'})"
-    index = {k["KeyType"]: k["AttributeName"] for k in indexes[TIMELINE_INDEX]["KeySchema"]}
-    if index != {"HASH": PARTITION_KEY, "RANGE": TIMELINE_KEY} or types.get(TIMELINE_KEY) != "S":
-        return f"has index {TIMELINE_INDEX!r} keyed {index} ({TIMELINE_KEY!r}: {types.get(TIMELINE_KEY)})"
-    projection = indexes[TIMELINE_INDEX].get("Projection", {}).get("ProjectionType")
-    if projection != "ALL":
-        return f"has index {TIMELINE_INDEX!r} projecting {projection}, not ALL"
-    return None
 
 
 def _put_key(request: dict) -> tuple[str, str]:

@@ -124,5 +124,26 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: plain(v) for k, v in item.items()}
 
 
+def table_problem(table: dict[str, Any]) -> str | None:
+    """What is wrong with a described table for this sink (None: nothing), in words."""
+    schema = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema", [])}
+    if schema != {"HASH": PARTITION_KEY, "RANGE": SORT_KEY}:
+        return f"is keyed {schema}"
+    types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
+    wrong = {name: types.get(name) for name in (PARTITION_KEY, SORT_KEY) if types.get(name) != "S"}
+    if wrong:
+        return f"has key attributes of type {wrong}"
+    indexes = {i["IndexName"]: i for i in table.get("LocalSecondaryIndexes") or []}
+    if TIMELINE_INDEX not in indexes:
+        return f"has no local secondary index {TIMELINE_INDEX!r} (it has {sorted(indexes) or 'none'})"
+    index = {k["KeyType"]: k["AttributeName"] for k in indexes[TIMELINE_INDEX]["KeySchema"]}
+    if index != {"HASH": PARTITION_KEY, "RANGE": TIMELINE_KEY} or types.get(TIMELINE_KEY) != "S":
+        return f"has index {TIMELINE_INDEX!r} keyed {index} ({TIMELINE_KEY!r}: {types.get(TIMELINE_KEY)})"
+    projection = indexes[TIMELINE_INDEX].get("Projection", {}).get("ProjectionType")
+    if projection != "ALL":
+        return f"has index {TIMELINE_INDEX!r} projecting {projection}, not ALL"
+    return None
+
+
 __all__ = ["PARTITION_KEY", "SORT_KEY", "TIMELINE_INDEX", "TIMELINE_KEY", "to_item", "from_item",
-           "segment_key", "when", "event_key", "event_values", "EVENT_PREFIX", "CLOCK_KEY", "KIND"]
+           "segment_key", "when", "table_problem", "event_key", "event_values", "EVENT_PREFIX", "CLOCK_KEY", "KIND"]

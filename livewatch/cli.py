@@ -227,6 +227,9 @@ async def _read_closing(store, reading):
 @config_option
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help="The store's file (default: the first configured sink that can be queried).")
+@click.option("--dynamodb", "table", help="Read the results table TABLE instead (the dynamodb sink "
+              "keeps the fleet's events there; the usual AWS credentials, region and "
+              "AWS_ENDPOINT_URL, or the configured dynamodb sink's).")
 @click.option("--stream", help="Only this stream.")
 @click.option("--label", help="Only events of this label.")
 @click.option("--since", help="Only events still going at or after: an age like 1h, or an ISO time.")
@@ -234,16 +237,21 @@ async def _read_closing(store, reading):
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="The newest N events.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "json", "text"]), default="auto")
-def events(config, db, stream, label, since, until, limit, fmt):
-    """Show activity events (runs of windows with one label, [events] settings), oldest first."""
-    from .capabilities import detection_store
+def events(config, db, table, stream, label, since, until, limit, fmt):
+    """Show activity events (runs of windows with one label, [events] settings), oldest first:
+    from the first configured sink that keeps them (the local store, the dynamodb table), the
+    file --db names or the table --dynamodb names."""
+    from .capabilities import detection_store, table_store
     from .components import DetectionQuery
     from .output import format_event
     from .plugins import registry
     from .settings import load_settings
 
     configured = [] if db is not None else load_settings(config).sinks
-    store = detection_store(registry(), configured, db)
+    if table:
+        store = table_store(registry(), table, configured)
+    else:
+        store = detection_store(registry(), configured, db)
     query = DetectionQuery(stream=stream, since=parse_time(since), until=parse_time(until),
                            limit=limit, label=label)
     as_text = fmt == "text" or (fmt == "auto" and sys.stdout.isatty())

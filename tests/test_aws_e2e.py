@@ -39,12 +39,13 @@ def make_table(ddb) -> None:
 
 
 def items(ddb) -> dict[str, dict]:
-    """S3Path -> item, as plain strings/numbers."""
+    """S3Path -> detection item, as plain strings/numbers."""
     try:
         found = ddb.scan(TableName=TABLE, ConsistentRead=True)["Items"]
     except ddb.exceptions.ResourceNotFoundException:
         return {}
-    return {i["S3Path"]["S"]: {k: next(iter(v.values())) for k, v in i.items()} for i in found}
+    return {i["S3Path"]["S"]: {k: next(iter(v.values())) for k, v in i.items()} for i in found
+            if "Kind" not in i}  # event items (and a stream's clock mark) are not detections
 
 
 def queue_counts(sqs, queue) -> tuple[int, int]:

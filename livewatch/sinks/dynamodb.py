@@ -8,6 +8,9 @@ up to 25 items per BatchWriteItem (waiting `batch_wait_ms` for company), retries
 with backoff and jitter, and resolves each `write` only once its own item is stored. Items are
 PutRequests, so the same segment written twice is one item (the second overwrites the first),
 whatever was known about its time either time.
+Once its item is stored, `write` brings the stream's events up to date in the same table
+(`dynamodb_events`), which `query_events` reads back and which is the outbox of the sinks that take
+event changes (`pending_events`, `mark_notified`: `dynamodb_outbox`).
 Throttling, 5xx, timeouts, a lost connection and a table that went away mid-run are
 `TransientError`s (the daemon retries, then releases the segment); a missing table, or one
 without the expected key schema and index, at `start` is a `ConfigError`.
@@ -28,7 +31,9 @@ from ..errors import ConfigError, LivewatchError, TransientError
 from ..hookspecs import hookimpl
 from ..retry import retry
 from . import dynamodb_read
-from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, to_item
+from .dynamodb_events import EventTable
+from .dynamodb_outbox import Outbox, query_events
+from .dynamodb_items import PARTITION_KEY, SORT_KEY, TIMELINE_INDEX, TIMELINE_KEY, table_problem, to_item
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
 
@@ -47,7 +52,7 @@ class DynamoDBOptions(AwsOptions):
 
 
 class DynamoDBSink(Sink):
-    """Writes detections to a DynamoDB table, one item per segment."""
+    """Writes detections to a DynamoDB table, one item per segment, and the events they make."""
 
     name = "dynamodb"
     Options = DynamoDBOptions
@@ -62,6 +67,8 @@ class DynamoDBSink(Sink):
         self._flusher: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
         self._opening = asyncio.Lock()
+        self._events = EventTable(self)
+        self._outbox = Outbox(self._events)
 
     async def _open(self) -> None:
         from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -111,11 +118,15 @@ class DynamoDBSink(Sink):
     async def write(self, detection: Detection) -> None:
         if self._flusher is None:
             raise RuntimeError(f"{self!r} was not started")
+        if detection.windows and detection.start is None:  # before anyone can read it
+            await self._events.mark_untimed(detection)
         item = to_item(detection)
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
         await future
+        await self._events.update(detection)
+        self._outbox.touched(item[PARTITION_KEY])
 
     # -- batching --------------------------------------------------------------------------------
 
@@ -206,6 +217,16 @@ class DynamoDBSink(Sink):
         await self._reader()
         return await dynamodb_read.query_windows(self, query)
 
+    async def query_events(self, query: DetectionQuery) -> list[dict]:
+        await self._reader()
+        return await query_events(self._events, query)
+
+    async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
+        return await self._outbox.pending(consumer)
+
+    async def mark_notified(self, consumer: str, event_id: str, revision: int) -> None:
+        await self._outbox.mark(consumer, event_id, revision)
+
     async def _reader(self) -> None:
         async with self._opening:  # one client, whoever asks first
             if self._client is None:
@@ -244,27 +265,6 @@ class DynamoDBSink(Sink):
             if "LastEvaluatedKey" not in response or (limit and len(items) >= limit):
                 return items[:limit] if limit else items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
-def table_problem(table: dict[str, Any]) -> str | None:
-    """What is wrong with a described table for this sink (None: nothing), in words."""
-    schema = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema", [])}
-    if schema != {"HASH": PARTITION_KEY, "RANGE": SORT_KEY}:
-        return f"is keyed {schema}"
-    types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
-    wrong = {name: types.get(name) for name in (PARTITION_KEY, SORT_KEY) if types.get(name) != "S"}
-    if wrong:
-        return f"has key attributes of type {wrong}"
-    indexes = {i["IndexName"]: i for i in table.get("LocalSecondaryIndexes") or []}
-    if TIMELINE_INDEX not in indexes:
-        return f"has no local secondary index {TIMELINE_INDEX!r} (it has {sorted(indexes) or 'none'})"
-    index = {k["KeyType"]: k["AttributeName"] for k in indexes[TIMELINE_INDEX]["KeySchema"]}
-    if index != {"HASH": PARTITION_KEY, "RANGE": TIMELINE_KEY} or types.get(TIMELINE_KEY) != "S":
-        return f"has index {TIMELINE_INDEX!r} keyed {index} ({TIMELINE_KEY!r}: {types.get(TIMELINE_KEY)})"
-    projection = indexes[TIMELINE_INDEX].get("Projection", {}).get("ProjectionType")
-    if projection != "ALL":
-        return f"has index {TIMELINE_INDEX!r} projecting {projection}, not ALL"
-    return None
 
 
 def _put_key(request: dict) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from typing import Any
 from ..components import DetectionQuery
 from ..contract import Detection, Label, ModelInfo, WindowResult, iso_utc
 from ..errors import ConfigError
-from .dynamodb_items import NO_STREAM, PARTITION_KEY, TIMELINE_KEY, from_item, when
+from .dynamodb_items import KIND, NO_STREAM, PARTITION_KEY, TIMELINE_KEY, from_item, when
 from .local import window_rows
 
 
@@ -58,10 +58,14 @@ async def query_windows(sink, q: DetectionQuery) -> list[dict]:
 
 
 async def _scan(sink, since: str | None) -> list[dict[str, Any]]:
-    kwargs: dict[str, Any] = {"TableName": sink.options.table, "ConsistentRead": True}
+    """Every detection item (event items, which have a ``Kind``, are left out)."""
+    kwargs: dict[str, Any] = {"TableName": sink.options.table, "ConsistentRead": True,
+                              "FilterExpression": "attribute_not_exists(#kind)",
+                              "ExpressionAttributeNames": {"#kind": KIND}}
     if since is not None:
-        kwargs.update(FilterExpression="#when >= :since", ExpressionAttributeNames={"#when": TIMELINE_KEY},
-                      ExpressionAttributeValues={":since": {"S": since}})
+        kwargs["FilterExpression"] += " AND #when >= :since"
+        kwargs["ExpressionAttributeNames"]["#when"] = TIMELINE_KEY
+        kwargs["ExpressionAttributeValues"] = {":since": {"S": since}}
     items = []
     while True:
         response = await sink._client.scan(**kwargs)

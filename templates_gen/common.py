@@ -41,14 +41,15 @@ def parameter(t: Template, name: str, description: str, default: Any, **kwargs) 
     return Ref(name)
 
 
-def optional_kms_key(t: Template, name: str, what: str, grants: str) -> tuple[str, Ref]:
+def optional_kms_key(t: Template, name: str, what: str, grants: str,
+                     otherwise: str = "the AWS-owned key") -> tuple[str, Ref]:
     """An opt-in customer managed KMS key: a String parameter `name` (default empty: the service's
-    own key) and a condition ``<name>Given``; returns (condition name, Ref to the key ARN). Use
-    ``If(condition, key, NoValue)`` where the key goes."""
+    own key, `otherwise`) and a condition ``<name>Given``; returns (condition name, Ref to the key
+    ARN). Use ``If(condition, key, NoValue)`` where the key goes."""
     t.add_parameter(Parameter(
         name, Type="String", Default="", AllowedPattern=r"^(arn:aws[a-z-]*:kms:\S+)?$",
-        Description=f"Optional ARN of a customer managed KMS key for {what} (empty: the AWS-owned "
-                    f"key); its key policy must allow {grants}",
+        Description=f"Optional ARN of a customer managed KMS key for {what} (empty: {otherwise}); "
+                    f"its key policy must allow {grants}",
         ConstraintDescription="empty, or the ARN of a KMS key"))
     condition = f"{name}Given"
     t.add_condition(condition, Not(Equals(Ref(name), "")))

@@ -14,6 +14,9 @@ DAEMON_ENVIRONMENT: dict[str, str] = {
     "LIVEWATCH_CLASSIFIER__ENDPOINT_NAME": "{endpoint_name}",
     "LIVEWATCH_SINKS__0__TYPE": "dynamodb",
     "LIVEWATCH_SINKS__0__TABLE": "{table_name}",
+    # Event changes (opened, updated, closed) to the results stack's topic.
+    "LIVEWATCH_SINKS__1__TYPE": "sns",
+    "LIVEWATCH_SINKS__1__TOPIC_ARN": "{topic_arn}",
     "LIVEWATCH_DAEMON__WORKERS": "{workers}",
     # Below the container's StopTimeout (120 s, Fargate's most), so in-flight segments finish.
     "LIVEWATCH_DAEMON__SHUTDOWN_TIMEOUT": "90",

@@ -7,8 +7,8 @@ the metric AWS recommends for queue workers. The image is ``<account>.dkr.ecr.<r
 (`livewatch deploy --build-image` does both and sets ImageTag; without it, deploy checks the tag
 is there). ECS runs the image's health check on ``/livez`` and replaces a daemon that fails it.
 
-The task role may read segments, consume the queue, invoke the endpoint and write the table, and
-nothing else: it cannot write or delete objects in the bucket.
+The task role may read segments, consume the queue, invoke the endpoint, write the table and
+publish to the events topic, and nothing else: it cannot write or delete objects in the bucket.
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ TASK_SIZES = {"small": (512, 1024), "medium": (1024, 2048), "large": (2048, 4096
 LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 180, 365]
 
 
-def _task_role(t, queue_arn, bucket_name, prefix, endpoint_arn, table_arn):
+def _task_role(t, queue_arn, bucket_name, prefix, endpoint_arn, table_arn, topic_arn):
     return t.add_resource(iam.Role(
         "TaskRole",
-        Description="livewatch daemon: read segments, consume the queue, invoke the endpoint, write results",
+        Description="livewatch daemon: read segments, consume the queue, invoke the endpoint, write "
+                    "results, publish event changes",
         AssumeRolePolicyDocument=_ecs_trust(confused_deputy=True),
         Policies=[iam.Policy(PolicyName="daemon", PolicyDocument=policy_document(
             statement(["s3:GetObject"], [Sub("arn:${AWS::Partition}:s3:::${Bucket}/${Prefix}*",
@@ -43,6 +44,8 @@ def _task_role(t, queue_arn, bucket_name, prefix, endpoint_arn, table_arn):
             statement(["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], [endpoint_arn]),
             statement(["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
                        "dynamodb:DescribeTable"], [table_arn]),
+            # GetTopicAttributes: the sns sink checks at start that the topic exists
+            statement(["sns:Publish", "sns:GetTopicAttributes"], [topic_arn]),
         ))],
     ))
 
@@ -104,11 +107,11 @@ def template():
     task_role = _task_role(
         t, import_value("storage", "QueueArn"), import_value("storage", "LivestreamBucketName"),
         import_value("storage", "SegmentPrefix"), import_value("model", "EndpointArn"),
-        import_value("results", "TableArn"),
+        import_value("results", "TableArn"), import_value("results", "EventsTopicArn"),
     )
     environment = daemon_environment(
         queue_url=import_value("storage", "QueueUrl"), table_name=table_name, endpoint_name=endpoint_name,
-        workers=workers, region=Ref("AWS::Region"),
+        topic_arn=import_value("results", "EventsTopicArn"), workers=workers, region=Ref("AWS::Region"),
     )
     task = t.add_resource(ecs.TaskDefinition(
         "TaskDefinition",

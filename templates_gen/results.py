@@ -1,4 +1,5 @@
-"""Results: the DynamoDB table the daemon's dynamodb sink writes one item per segment into.
+"""Results: the DynamoDB table the daemon's dynamodb sink writes one item per segment into, and
+the SNS topic its sns sink publishes event changes to.
 
 Key design (the sink's, `livewatch.sinks.dynamodb_items`): partition key ``Stream`` (the channel),
 sort key ``SegmentKey`` (the segment's URI: its identity only, so writing the same segment twice
@@ -13,10 +14,18 @@ layout must be replaced (CloudFormation cannot replace this custom-named table i
 ``livewatch destroy --stack fleet --stack results``, then deploy). Each stream's item collection (its items
 and their index entries, about 1.5 KB a detection) is limited to 10 GB by the local index: several
 million detections, over a year of 10 s segments.
+
+The events topic (``EventsTopicArn``) gets one message per event change (opened, updated, closed),
+with the message attributes ``label``, ``stream`` and ``type`` (`livewatch.sinks.sns`) for
+subscription filter policies. It is always encrypted: with the AWS managed key ``alias/aws/sns``
+(whose key policy lets this account's principals use it through SNS), or with the customer
+managed key given as ``TopicKmsKeyArn``, whose key policy must then allow the fleet's task role
+kms:GenerateDataKey* and kms:Decrypt: the fleet cannot grant them itself, as a stack's conditions
+cannot see another stack's parameters.
 """
 from __future__ import annotations
 
-from troposphere import GetAtt, If, NoValue, Ref, dynamodb
+from troposphere import GetAtt, If, NoValue, Ref, dynamodb, sns
 
 from .common import name, new_template, optional_kms_key, output, tag_everything
 
@@ -25,11 +34,13 @@ PARTITION_KEY = "Stream"
 SORT_KEY = "SegmentKey"
 TIMELINE_INDEX = "Timeline"
 TIMELINE_KEY = "When"
+#: SNS's AWS managed key: the topic's encryption when no customer managed key is given.
+SNS_MANAGED_KEY = "alias/aws/sns"
 
 
 def template():
     t = new_template("livewatch results: the detections table (Stream, SegmentKey; index Timeline on "
-                     "Stream, When), on demand, with PITR")
+                     "Stream, When), on demand, with PITR; the encrypted topic of event changes")
     cmk, key = optional_kms_key(
         t, "TableKmsKeyArn", "the detections table",
         "the fleet's task role (kms:Decrypt, kms:GenerateDataKey) and DynamoDB")
@@ -61,10 +72,24 @@ def template():
         DeletionPolicy="Delete",  # `livewatch destroy` removes the detections with the stack
         UpdateReplacePolicy="Delete",
     ))
+    topic_cmk, topic_key = optional_kms_key(
+        t, "TopicKmsKeyArn", "the events topic",
+        "the fleet's task role (kms:GenerateDataKey*, kms:Decrypt), which publishes to it",
+        otherwise=f"SNS's AWS managed key, {SNS_MANAGED_KEY}")
+    topic = t.add_resource(sns.Topic(
+        "EventsTopic",
+        TopicName=name("events"),
+        DisplayName="livewatch events",
+        KmsMasterKeyId=If(topic_cmk, topic_key, SNS_MANAGED_KEY),
+    ))
     output(t, KEY, "TableName", Ref(table), "Detections table (the dynamodb sink's `table`)")
     output(t, KEY, "TableArn", GetAtt(table, "Arn"), "ARN of the detections table")
     output(t, KEY, "TimelineIndexName", TIMELINE_INDEX,
            "Local secondary index for a stream's detections in time order (Query Stream = :s)")
+    output(t, KEY, "EventsTopicName", GetAtt(topic, "TopicName"), "SNS topic of event changes")
+    output(t, KEY, "EventsTopicArn", Ref(topic),
+           "ARN of the events topic (the sns sink's `topic_arn`; subscribe with a filter policy on the "
+           "label, stream and type attributes)")
     return tag_everything(t, KEY)
 
 

@@ -5,8 +5,8 @@ server over real HTTP (S3 → SQS notifications as moto delivers them).
   configured with a TOML file: one item per segment, redelivery, a poison segment, a table that
   goes away mid-run.
 - `s3-events` → `sagemaker` (the real serving stack, `livewatch.testing.serving`) → `dynamodb` on
-  dynalite, configured with the very ``LIVEWATCH_…`` variables the fleet stack passes
-  (`templates_gen.daemon_env`): the DynamoDB emulator is stopped and restarted mid-run.
+  dynalite and `sns` on moto, configured with the very ``LIVEWATCH_…`` variables the fleet stack
+  passes (`templates_gen.daemon_env`): the DynamoDB emulator is stopped and restarted mid-run.
 """
 from __future__ import annotations
 
@@ -206,8 +206,9 @@ def test_the_fleet_configuration_with_sagemaker_survives_a_dynamodb_outage(
     dynalite.start()
     ddb = boto3.client("dynamodb", endpoint_url=dynalite.endpoint_url)
     make_table(ddb)
+    topic = boto3.client("sns").create_topic(Name="livewatch-events")["TopicArn"]
     fleet = dict(daemon_environment(queue_url=queue, endpoint_name=ENDPOINT_NAME, table_name=TABLE,
-                                     workers="1", region="us-east-1"))
+                                     topic_arn=topic, workers="1", region="us-east-1"))
     env = {**aws_env, **fleet, "PYTHONUNBUFFERED": "1",
            # the emulators, the way AWS tools are pointed at endpoints, per service
            "AWS_ENDPOINT_URL_DYNAMODB": dynalite.endpoint_url,

@@ -1,10 +1,10 @@
 """`livewatch deploy` and `destroy` against a local moto server, run as a user runs them.
 
 What moto's CloudFormation creates, and so what this file checks end to end: S3 buckets, SQS queues
-with their redrive policy, the DynamoDB table (with its local secondary index), IAM roles, the SageMaker model, endpoint config and
-endpoint, the ECS cluster, task definition and service, the security group and the log group; the
-exports and imports between the stacks. What it skips, and tests/test_templates.py checks in the
-templates only, is `TEMPLATE_ONLY` below.
+with their redrive policy, the DynamoDB table (with its local secondary index), the SNS topic, IAM
+roles, the SageMaker model, endpoint config and endpoint, the ECS cluster, task definition and
+service, the security group and the log group; the exports and imports between the stacks. What it
+skips, and tests/test_templates.py checks in the templates only, is `TEMPLATE_ONLY` below.
 """
 from __future__ import annotations
 
@@ -126,6 +126,12 @@ def test_deploy_then_destroy(aws_env, pushed_image, model_tar, tmp_path):
                                                                                 ("When", "RANGE")}
     assert table_problem(table) is None
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    # ... and the events topic, encrypted (SNS's AWS managed key: no TopicKmsKeyArn given).
+    topic = out["results"]["EventsTopicArn"]
+    assert topic.endswith(":livewatch-events") and out["results"]["EventsTopicName"] == "livewatch-events"
+    sns = boto3.client("sns")
+    assert sns.get_topic_attributes(TopicArn=topic)["Attributes"]["KmsMasterKeyId"] == "alias/aws/sns"
+    assert f"aws sns subscribe --topic-arn {topic} --protocol email" in deployed.stdout
 
     # Model: the endpoint serves the uploaded package through the config's only variant.
     sagemaker = boto3.client("sagemaker")
@@ -143,6 +149,7 @@ def test_deploy_then_destroy(aws_env, pushed_image, model_tar, tmp_path):
     env = {e["name"]: e["value"] for e in task["containerDefinitions"][0]["environment"]}
     assert env["LIVEWATCH_SOURCES__0__QUEUE_URL"] == out["storage"]["QueueUrl"]
     assert env["LIVEWATCH_SINKS__0__TABLE"] == out["results"]["TableName"]
+    assert (env["LIVEWATCH_SINKS__1__TYPE"], env["LIVEWATCH_SINKS__1__TOPIC_ARN"]) == ("sns", topic)
     assert env["LIVEWATCH_CLASSIFIER__ENDPOINT_NAME"] == out["model"]["EndpointName"]
     assert env["AWS_REGION"] == "us-east-1"
     services = ecs.describe_services(cluster=out["fleet"]["ClusterName"],
@@ -170,6 +177,7 @@ def test_deploy_then_destroy(aws_env, pushed_image, model_tar, tmp_path):
     assert not boto3.client("dynamodb").list_tables()["TableNames"]
     assert not sagemaker.list_endpoints()["Endpoints"]
     assert not sqs.list_queues().get("QueueUrls")
+    assert not sns.list_topics()["Topics"]
 
     twice = lw(aws_env, "destroy", "--yes", "--poll", 0)
     assert twice.returncode == 0, twice.stderr

@@ -143,6 +143,21 @@ def test_table_has_the_sinks_key_design(templates):
     assert {"TableName", "TableArn", "TimelineIndexName"} <= set(templates["results"]["Outputs"])
 
 
+def test_events_topic_is_encrypted_and_exported(templates):
+    results = templates["results"]
+    [topic_id] = resources(results, "AWS::SNS::Topic")
+    topic = props(results, topic_id)
+    assert topic["TopicName"] == {"Fn::Sub": "${Project}-events"}
+    # Always encrypted: the customer managed key when one is given, else SNS's AWS managed key.
+    assert topic["KmsMasterKeyId"] == {"Fn::If": ["TopicKmsKeyArnGiven", {"Ref": "TopicKmsKeyArn"},
+                                                  "alias/aws/sns"]}
+    outputs = results["Outputs"]
+    assert outputs["EventsTopicArn"]["Value"] == {"Ref": topic_id}
+    assert outputs["EventsTopicName"]["Value"] == {"Fn::GetAtt": [topic_id, "TopicName"]}
+    for name in ("EventsTopicArn", "EventsTopicName"):
+        assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"${{Project}}-results-{name}"}
+
+
 # --- model --------------------------------------------------------------------------------------
 
 
@@ -186,11 +201,25 @@ def test_task_role_may_read_consume_invoke_and_write_the_table_only(templates):
         "sqs:GetQueueUrl",
         "sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint",
         "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable",
+        "sns:Publish", "sns:GetTopicAttributes",
     }
     by_action = {a: s["Resource"] for s in statements for a in s["Action"]}
     assert by_action["sqs:ReceiveMessage"] == [imported("storage", "QueueArn")]
     assert by_action["sagemaker:InvokeEndpoint"] == [imported("model", "EndpointArn")]
     assert by_action["dynamodb:PutItem"] == [imported("results", "TableArn")]
+
+
+def test_task_role_may_publish_to_the_events_topic_only(templates):
+    """sns:Publish (and the sink's start check, GetTopicAttributes) on the results stack's topic,
+    no other SNS action, no other resource; no KMS grant (the topic's key policy decides)."""
+    statements = [s for s in allow_statements(templates["fleet"], "TaskRole")
+                  if any(a.startswith("sns:") for a in actions([s]))]
+    assert len(statements) == 1
+    [publish] = statements
+    assert sorted(publish["Action"]) == ["sns:GetTopicAttributes", "sns:Publish"]
+    assert publish["Resource"] == [imported("results", "EventsTopicArn")]
+    assert "Condition" not in publish and "NotResource" not in publish
+    assert not any(a.startswith("kms:") for a in actions(allow_statements(templates["fleet"], "TaskRole")))
 
 
 def test_task_role_cannot_write_the_bucket(templates):
@@ -211,7 +240,7 @@ def _resolve(value, parameters: dict, imports: dict):
 
 def test_daemon_config_comes_from_the_other_stacks(templates, monkeypatch, tmp_path):
     """The task definition's environment, given to `livewatch run` as ECS gives it, configures
-    the daemon that the stacks wire up: the queue, endpoint and table the other stacks export."""
+    the daemon that the stacks wire up: the queue, endpoint, table and topic the other stacks export."""
     from livewatch.settings import load_settings
     from livewatch.wiring import build
 
@@ -223,11 +252,14 @@ def test_daemon_config_comes_from_the_other_stacks(templates, monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)  # no livewatch.toml: the environment alone
     settings = load_settings()
     components = build(settings)
-    [source], [sink] = components.sources, components.sinks
+    [source], [sink, notifications] = components.sources, components.sinks
     assert (source.name, source.options.queue_url) == ("s3-events", imports["storage-QueueUrl"])
     assert components.classifier.name == "sagemaker"
     assert components.classifier.options.endpoint_name == imports["model-EndpointName"]
     assert (sink.name, sink.options.table) == ("dynamodb", imports["results-TableName"])
+    assert (notifications.name, notifications.options.topic_arn) == ("sns", imports["results-EventsTopicArn"])
+    assert notifications.options.changes == ["opened", "updated", "closed"]  # every change, every label
+    assert notifications.options.labels == []
     assert settings.daemon.workers == fleet["Parameters"]["Workers"]["Default"]
     assert settings.daemon.shutdown_timeout < container["StopTimeout"]  # in-flight ones finish
     assert os.environ["AWS_REGION"] == os.environ["AWS_DEFAULT_REGION"] == "eu-west-1"
@@ -439,6 +471,7 @@ def test_every_accepted_finding_is_still_reported(checkov_findings):
 
 @pytest.mark.parametrize("key, parameter, logical_id, path", [
     ("results", "TableKmsKeyArn", "DetectionsTable", ("SSESpecification", "KMSMasterKeyId")),
+    ("results", "TopicKmsKeyArn", "EventsTopic", ("KmsMasterKeyId",)),
     ("fleet", "LogKmsKeyArn", "LogGroup", ("KmsKeyId",)),
 ])
 def test_customer_managed_keys_are_opt_in(templates, key, parameter, logical_id, path):
@@ -449,6 +482,7 @@ def test_customer_managed_keys_are_opt_in(templates, key, parameter, logical_id,
     value = props(template, logical_id)
     for step in path:
         value = value[step]
-    assert value == {"Fn::If": [f"{parameter}Given", {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+    otherwise = "alias/aws/sns" if logical_id == "EventsTopic" else {"Ref": "AWS::NoValue"}  # SNS: always SSE
+    assert value == {"Fn::If": [f"{parameter}Given", {"Ref": parameter}, otherwise]}
     assert re.match(template["Parameters"][parameter]["AllowedPattern"],
                     "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")

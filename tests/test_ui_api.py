@@ -263,6 +263,18 @@ async def test_a_stored_segment_plays_as_mp4_and_nothing_else_is_served(tmp_path
         with av.open(str(mp4)) as played, av.open(str(clip)) as original:
             assert played.streams.video[0].codec_context.name == "h264"
             assert sum(1 for _ in played.decode(video=0)) == sum(1 for _ in original.decode(video=0))
+        # In byte ranges too: a browser seeks only in a resource it can fetch in ranges.
+        whole = mp4.read_bytes()
+        assert got.headers["Accept-Ranges"] == "bytes"
+        for asked, first, last in (("bytes=0-99", 0, 99), ("bytes=100-", 100, len(whole) - 1),
+                                   ("bytes=-10", len(whole) - 10, len(whole) - 1)):
+            ranged = await client.get("/ui/api/segment", params={"stream": "cam", "uri": uris["good"]},
+                                      headers={"Range": asked})
+            assert ranged.status == 206 and await ranged.read() == whole[first:last + 1], asked
+            assert ranged.headers["Content-Range"] == f"bytes {first}-{last}/{len(whole)}"
+        beyond = await client.get("/ui/api/segment", params={"stream": "cam", "uri": uris["good"]},
+                                  headers={"Range": f"bytes={len(whole)}-"})
+        assert beyond.status == 416 and beyond.headers["Content-Range"] == f"bytes */{len(whole)}"
         refused = {"link": 403, "outside": 403, "dotdot": 403, "s3": 404}
         for name, status in refused.items():  # all stored: refused for where they lead
             response = await client.get("/ui/api/segment", params={"stream": "cam", "uri": uris[name]})

@@ -6,20 +6,25 @@ bands in time order, the label is shown as text and runs nothing, axe-core finds
 critical accessibility violation on any view, no view is wider than a phone (390 px), and the
 page comes back by itself after the daemon restarts. ``LIVEWATCH_SCREENSHOTS=docs`` keeps its
 screenshots there. A second test opens `livewatch ui --dynamodb` over what the dynamodb sink
-wrote to moto (over HTTP): the same page, the same checks."""
+wrote to moto (over HTTP): the same page, the same checks. A third clicks an event of a local
+store in `livewatch ui`: the timeline marks where it starts and its first segment plays from there."""
 import asyncio
 import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
 import pytest
 
+from livewatch.contract import Detection, Label, WindowResult
 from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
+from livewatch.sinks.local import LocalStore
 from livewatch.testing.aws import free_port
 from livewatch.testing.daemon_process import LIVEWATCH, RunningDaemon, store_rows, wait_for
 from livewatch.testing.media import HlsWriter
@@ -236,6 +241,84 @@ def test_the_page_over_the_results_table(tmp_path, aws_env, moto_server, browser
         page.locator("#error-list").get_by_text("cannot decode: no video stream").wait_for(timeout=5_000)
         assert page.locator("img:not(.thumb)").count() == 0 and dialogs == []
         assert serious_violations(page) == []
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def serve_ui(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int]:
+    """`livewatch ui ARGS` on a free loopback port, once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([LIVEWATCH, "ui", *args, "--listen", f"127.0.0.1:{port}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not answers(f"http://127.0.0.1:{port}/ui/"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.1)
+    return proc, port
+
+
+def test_clicking_an_event_moves_the_timeline_and_the_player_to_its_start(tmp_path, browser):
+    """An event that begins half-way into a segment, five seconds before the page's 10-minute span
+    (it is listed because it lasts into it): clicking it widens the span to show its start, marks
+    the window band where it starts, and plays its first segment from that second on."""
+    live, db = tmp_path / "live", tmp_path / "detections.db"
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=605 + 3)  # walk: now - 605 s
+    cam = HlsWriter(live / "cam", name="cam", seconds=2.0, size=(320, 180), start_time=t0)
+    played = [cam.write_segment(), cam.write_segment()]  # the rest are stored detections only
+    labels = [("run", "run"), ("run", "walk")] + [("walk", "walk")] * 98  # walk: t0+3 s to t0+200 s
+    store = LocalStore(db)
+    for n, pair in enumerate(labels):
+        uri = str(played[n]) if n < len(played) else str(live / "cam" / f"cam{n:05d}.ts")
+        store.write(Detection(
+            uri=uri, stream="cam", sequence=n, start=t0 + timedelta(seconds=2 * n), duration=2,
+            label=pair[0], probability=0.8, top_k=[Label(label=pair[0], probability=0.8)],
+            windows=[WindowResult(start=i, end=i + 1, frames=[25 * i, 25 * i + 24], label=label,
+                                  probability=0.8) for i, label in enumerate(pair)]))
+    [walk] = [e for e in store.events(stream="cam") if e["label"] == "walk"]
+    store.close()
+    start = datetime.fromisoformat(walk["start"].replace("Z", "+00:00"))
+    assert start == t0 + timedelta(seconds=3) and walk["segments"][0] == str(played[1])
+
+    proc, port = serve_ui(tmp_path, "--store", str(db), "--media", str(live))
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        page.goto(f"http://127.0.0.1:{port}/#/stream/cam")
+        page.locator("#timeline .band").first.wait_for(timeout=10_000)
+        page.select_option("#zoom", "600")
+        event = page.locator("#events button")
+        page.wait_for_function(  # only walk lasts into the last 10 minutes; its start is before them
+            """() => { const b = document.querySelectorAll('#events button');
+                       return b.length === 1 && b[0].textContent.includes('walk'); }""", timeout=10_000)
+        assert page.locator("#timeline .band.selected").count() == 0
+
+        event.click()
+        marked = page.locator('#timeline .band[aria-current="true"]')
+        marked.wait_for(timeout=10_000)
+        assert page.input_value("#zoom") == "1800"  # widened to the shortest span showing the start
+        assert marked.count() == 1 and page.locator("#timeline .band.selected").count() == 1
+        assert marked.get_attribute("data-label") == "walk"
+        assert datetime.fromisoformat(marked.get_attribute("data-from").replace("Z", "+00:00")) == start
+        details = page.locator("#details-list").inner_text()
+        assert walk["id"] in details and "walk" in details
+        video = page.locator("#details-thumbs video")
+        video.wait_for(timeout=5_000)
+        assert "uri=" + urllib.parse.quote_plus(str(played[1])) in video.get_attribute("src")
+        page.wait_for_function(  # seeked to 1 s into the segment, then played: nothing before it
+            """() => { const v = document.querySelector('#details-thumbs video');
+                       return v && v.readyState >= 1 && v.played.length > 0; }""", timeout=10_000)
+        played_ranges = page.evaluate("""() => { const p = document.querySelector('#details-thumbs video').played;
+                                            return [...Array(p.length).keys()].map(i => [p.start(i), p.end(i)]); }""")
+        assert played_ranges and all(0.95 <= begin <= 1.05 for begin, _ in played_ranges), played_ranges
+        assert serious_violations(page) == []
+
+        # a band clicked afterwards is the selection instead
+        other = page.locator("#timeline .band:not(.selected)").last
+        other_from = other.get_attribute("data-from")
+        other.click()
+        page.wait_for_function("""(from) => { const s = document.querySelectorAll('#timeline .band.selected');
+                                              return s.length === 1 && s[0].dataset.from === from; }""",
+                               arg=other_from, timeout=5_000)
     finally:
         proc.terminate()
         proc.wait(30)

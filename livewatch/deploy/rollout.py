@@ -171,5 +171,9 @@ def summary(outputs: dict[str, dict[str, str]], project: str, region: str) -> li
                      f"--region {region}")
     if outputs.get("results", {}).get("TableName"):
         lines.append(f"  detections table:    {outputs['results']['TableName']}")
+    topic = outputs.get("results", {}).get("EventsTopicArn")
+    if topic:
+        lines.append(f"  event changes:       aws sns subscribe --topic-arn {topic} --protocol email "
+                     f"--notification-endpoint you@example.com --region {region}")
     lines.append(f"  remove everything:   livewatch destroy --project {project}")
     return lines

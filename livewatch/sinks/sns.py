@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class SnsOptions(AwsOptions):
-    topic_arn: str = Field(description="the SNS topic's ARN (the notifications stack's)")
+    topic_arn: str = Field(description="the SNS topic's ARN (the results stack's EventsTopicArn)")
     labels: list[str] = Field([], description="only events of these labels (empty: all)")
     changes: list[str] = Field(["opened", "updated", "closed"], description="which event changes to publish")
     retries: int = Field(5, ge=0, description="retries of a publish that failed transiently, with backoff")

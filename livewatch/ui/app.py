@@ -181,7 +181,7 @@ async def _segment(request: web.Request) -> web.Response:
     known = await _read(request, DetectionQuery(stream=stream, limit=MAX_LIMIT))
     if uri not in {d.uri for d in known}:
         raise web.HTTPNotFound(text="no such segment in the store\n")
-    return await segment_mp4(path)
+    return await segment_mp4(path, request)
 
 
 async def _streams(request: web.Request) -> web.Response:

@@ -49,9 +49,22 @@ def remux(path: Path) -> bytes:
     return out.getvalue()
 
 
-async def segment_mp4(path: Path) -> web.Response:
+async def segment_mp4(path: Path, request: web.Request) -> web.Response:
+    """The segment as MP4; a ``Range`` request gets those bytes (206): browsers seek only in a
+    resource served in ranges (the page starts an event's segment where the event starts)."""
     try:
         body = await asyncio.to_thread(remux, path)
     except Exception as exc:  # not a video PyAV can read: say so, never a traceback
         raise web.HTTPUnprocessableEntity(text=f"cannot remux the segment: {type(exc).__name__}\n")
-    return web.Response(body=body, content_type="video/mp4", headers={"Cache-Control": "private"})
+    headers = {"Cache-Control": "private", "Accept-Ranges": "bytes"}
+    try:
+        wanted = request.http_range
+    except ValueError:  # a malformed Range header is ignored, as RFC 9110 allows
+        wanted = slice(None, None)
+    if wanted.start is None and wanted.stop is None:
+        return web.Response(body=body, content_type="video/mp4", headers=headers)
+    start, stop, _ = wanted.indices(len(body))
+    if start >= stop:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{len(body)}"})
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(body)}"
+    return web.Response(status=206, body=body[start:stop], content_type="video/mp4", headers=headers)

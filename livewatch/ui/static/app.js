@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { view: "overview", stream: null, streams: [], timer: null };
+const state = { view: "overview", stream: null, streams: [], timer: null, windows: [], selected: null };
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -80,14 +80,19 @@ function thumbnail(uri, n, what) {  // the store's JPEG of a window's middle fra
   return img;
 }
 
-function player(stream, uri) {  // the stored segment, remuxed to MP4, where its file is reachable
+function player(stream, uri, at = null) {  // the stored segment, remuxed to MP4, where its file is reachable
   const video = el("video", { controls: "", preload: "metadata", class: "segment-video",
     "aria-label": `the segment ${uri}`, src: `api/segment?${new URLSearchParams({ stream, uri })}` });
   video.addEventListener("error", () => video.remove());
+  if (at != null) {  // seconds from the segment's first frame (the MP4 starts at 0), then play
+    video.muted = true;  // the remux keeps only the video: nothing is lost, and browsers let it play
+    video.addEventListener("seeked", () => video.play().catch(() => {}), { once: true });  // else paused there
+    video.addEventListener("loadedmetadata", () => { video.currentTime = at; }, { once: true });
+  }
   return video;
 }
 
-function showDetails(fields, thumbs = [], segment = null) {
+function showDetails(fields, thumbs = [], segment = null) {  // segment: [stream, uri, at?]
   $("details-hint").hidden = true;
   const dl = $("details-list");
   dl.replaceChildren();
@@ -120,11 +125,44 @@ function eventFields(e) {
     ["segments", (e.segments || []).join("\n")], ["revision", e.revision]];
 }
 
+function eventOffset(e) {  // seconds into its first segment where event `e` starts
+  const mine = state.windows.filter((w) => w.uri === e.segments[0]);
+  const timed = mine.find((w) => w.start);
+  if (typeof e.start === "string" && timed) {  // program date-time: exact
+    const segmentStart = Date.parse(timed.start) - timed.offset_start * 1000;
+    return Math.max(0, (Date.parse(e.start) - segmentStart) / 1000);
+  }
+  const first = mine.find((w) => w.label === e.label);  // sequence clock: its first window of the label
+  return first ? first.offset_start : 0;
+}
+
+async function selectEvent(e) {  // the timeline to its start, its first segment played from there
+  // Without program date-times the bands are segments placed by when they were stored: none is marked.
+  state.selected = typeof e.start === "string" ? Date.parse(e.start) : null;
+  const zoom = $("zoom");
+  if (state.selected != null && state.selected < Date.now() - Number(zoom.value) * 1000) {
+    const wider = [...zoom.options].find((o) => state.selected >= Date.now() - Number(o.value) * 1000);
+    zoom.value = (wider || zoom.options[zoom.options.length - 1]).value;  // its start in the span
+    await loadStream();  // (marks the band)
+  } else markSelected();
+  const segment = e.segments?.length ? [e.stream, e.segments[0], eventOffset(e)] : null;
+  showDetails(eventFields(e), (e.segments || []).slice(0, 3).map((uri) => [uri, 0]), segment);
+}
+
+function markSelected() {  // the band where the selection starts, outlined
+  for (const band of $("timeline").querySelectorAll(".band")) {
+    const from = Date.parse(band.dataset.from), to = Date.parse(band.dataset.to);
+    const on = state.selected != null && from <= state.selected && state.selected < to;
+    band.classList.toggle("selected", on);
+    if (on) band.setAttribute("aria-current", "true");
+    else band.removeAttribute("aria-current");
+  }
+}
+
 async function loadEvents(params) {
   const { events } = await api("events", { ...params, limit: 500 });
   $("events").replaceChildren(...events.slice().reverse().map((e) => el("li", {},
-    el("button", { type: "button", onclick: () => showDetails(eventFields(e),
-      (e.segments || []).slice(0, 3).map((uri) => [uri, 0]), e.segments?.length ? [e.stream, e.segments[0]] : null) },
+    el("button", { type: "button", onclick: () => selectEvent(e) },
       el("span", { class: "when", text: `${eventTime(e.start)} · ${e.state}` }),
       el("span", { text: `${e.label} ${pct(e.peak_probability)}` })))));
   $("no-events").hidden = events.length > 0;
@@ -136,6 +174,7 @@ async function loadStream() {
   const params = { stream: state.stream, since: new Date(from).toISOString(), limit: 5000 };
   const [{ detections }, { windows }] = await Promise.all([api("detections", params),
     api("windows", params), loadEvents(params)]);
+  state.windows = windows;
   const bands = [];
   const withWindows = new Set(windows.map((w) => w.uri));
   for (const w of windows) {
@@ -162,10 +201,13 @@ async function loadStream() {
     const name = `${b.label} from ${new Date(b.from).toLocaleTimeString()}`;
     return el("button", { type: "button", class: `band ${b.kind}`, title: name,
       "aria-label": name, "data-label": b.label ?? "", "data-from": new Date(b.from).toISOString(),
+      "data-to": new Date(b.to).toISOString(),
       style: { left: `${left}%`, width: `${width}%`, background: colour(b.label) },
-      onclick: () => showDetails(b.fields, b.thumbs, b.segment), text: width > 6 ? b.label : "" });
+      onclick: () => { state.selected = b.from; markSelected(); showDetails(b.fields, b.thumbs, b.segment); },
+      text: width > 6 ? b.label : "" });
   });
   $("timeline").replaceChildren(...nodes);
+  markSelected();
   $("axis-from").textContent = new Date(from).toLocaleTimeString();
   $("axis-to").textContent = "now";
   $("legend").replaceChildren(...[...labels].map(([label, c]) =>

@@ -7,12 +7,13 @@ the metric AWS recommends for queue workers. The image is ``<account>.dkr.ecr.<r
 (`livewatch deploy --build-image` does both and sets ImageTag; without it, deploy checks the tag
 is there). ECS runs the image's health check on ``/livez`` and replaces a daemon that fails it.
 
-The task role may read segments, consume the queue, invoke the endpoint, write the table and
-publish to the events topic, and nothing else: it cannot write or delete objects in the bucket.
+The task role may read segments, consume the queue, invoke the endpoint, write (and read back) the
+table and publish to the events topic, and nothing else: it cannot write or delete objects in the
+bucket.
 """
 from __future__ import annotations
 
-from troposphere import FindInMap, GetAtt, If, NoValue, Ref, Sub, ecs, iam, logs
+from troposphere import FindInMap, GetAtt, If, Join, NoValue, Ref, Sub, ecs, iam, logs
 from troposphere import applicationautoscaling as aas
 
 from .common import (
@@ -44,6 +45,10 @@ def _task_role(t, queue_arn, bucket_name, prefix, endpoint_arn, table_arn, topic
             statement(["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], [endpoint_arn]),
             statement(["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
                        "dynamodb:DescribeTable"], [table_arn]),
+            # events are derived from the stored windows: the sink reads them back (Query on the
+            # table and its Timeline index, GetItem of the clock mark, Scan for the outbox's first pass)
+            statement(["dynamodb:Query", "dynamodb:GetItem", "dynamodb:Scan"],
+                      [table_arn, Join("", [table_arn, "/index/*"])]),
             # GetTopicAttributes: the sns sink checks at start that the topic exists
             statement(["sns:Publish", "sns:GetTopicAttributes"], [topic_arn]),
         ))],

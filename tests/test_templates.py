@@ -201,12 +201,16 @@ def test_task_role_may_read_consume_invoke_and_write_the_table_only(templates):
         "sqs:GetQueueUrl",
         "sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint",
         "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable",
+        "dynamodb:Query", "dynamodb:GetItem", "dynamodb:Scan",
         "sns:Publish", "sns:GetTopicAttributes",
     }
     by_action = {a: s["Resource"] for s in statements for a in s["Action"]}
     assert by_action["sqs:ReceiveMessage"] == [imported("storage", "QueueArn")]
     assert by_action["sagemaker:InvokeEndpoint"] == [imported("model", "EndpointArn")]
     assert by_action["dynamodb:PutItem"] == [imported("results", "TableArn")]
+    # reads (events are derived from stored windows) on the table and its indexes, nothing else
+    assert by_action["dynamodb:Query"] == [imported("results", "TableArn"),
+                                           {"Fn::Join": ["", [imported("results", "TableArn"), "/index/*"]]}]
 
 
 def test_task_role_may_publish_to_the_events_topic_only(templates):

@@ -11,11 +11,13 @@ from urllib.parse import urlencode
 
 import boto3
 import numpy as np
+import pytest
 from PIL import Image
 
 from livewatch.plugins import registry
 from livewatch.capabilities import table_store
 from livewatch.components import DetectionQuery
+from livewatch.errors import ConfigError
 from livewatch.model.thumbnails import window_thumbnails
 from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
 from livewatch.testing.aws import free_port
@@ -113,6 +115,12 @@ async def test_ui_serves_the_thumbnails_the_items_name_from_s3(aws_env, moto_ser
         assert await reader.thumbnail("/live/cam/never.ts", 0) is None
     finally:
         await reader.close()
+    missing = table_store(registry(), "no-such-table", [])  # the page answers 404
+    try:
+        with pytest.raises(ConfigError, match="cannot read DynamoDB table 'no-such-table'"):
+            await missing.thumbnail(with_thumbs.uri, 0)
+    finally:
+        await missing.close()
 
     port = free_port()
     proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],

@@ -7,8 +7,8 @@ the item is found with a Scan filtered on its sort key (``SegmentKey``), as the 
 already scans for all streams; what it finds is remembered (`CACHE_SIZE` segments), so the
 windows of one segment cost one scan. The object is served only if it looks like what the
 endpoint writes (a JPEG, at most `MAX_BYTES`), whatever bucket the item names. A thumbnail that
-cannot be read (gone, access denied, S3 unreachable) is None, with a warning in the log: the page
-then shows none, nothing fails.
+cannot be read (gone, access denied, S3 unreachable) is None, with a warning in the log, and a
+table that cannot be read a ConfigError (as for `query`): the page then shows none, nothing fails.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from ..aws_clients import describe, error_code, open_client
 from ..contract import Detection
+from ..errors import ConfigError
 from .dynamodb_items import SORT_KEY, segment_key
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
@@ -51,7 +52,11 @@ class Thumbnails:
         if uri in self._found:
             self._found.move_to_end(uri)
             return self._found[uri]
-        item = await self._find(uri)
+        try:
+            item = await self._find(uri)
+        except Exception as exc:  # the page answers 404, as for a store that cannot be read
+            raise ConfigError(f"sink {self.sink.instance!r}: cannot read DynamoDB table "
+                              f"{self.sink.options.table!r}: {describe(exc)}") from None
         if item is None:
             return []  # not written yet, perhaps: not remembered
         windows = [w.get("Thumbnail") for w in item.get("Windows", [])]

@@ -77,6 +77,9 @@ class WindowResult(BaseModel):
     #: a small JPEG of the window's middle frame (web page); never in JSON: sinks that keep it
     #: store it apart (the local store's thumbnails table)
     thumbnail: bytes | None = Field(None, exclude=True, repr=False)
+    #: where that JPEG lies when the classifier wrote it elsewhere (``s3://bucket/key``: the
+    #: sagemaker classifier's endpoint, `thumbnails`); in JSON, and in the DynamoDB item
+    thumbnail_uri: str | None = None
 
 
 class Detection(BaseModel):

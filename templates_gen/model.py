@@ -3,7 +3,9 @@
 The model package (``model.tar.gz``: the network, ``classes.txt`` and ``code/`` for the MXNet
 serving container) lies in the artifact bucket under ``models/``; `livewatch deploy` uploads it
 under a name made from its checksum, so a new package gives a new SageMaker Model and the endpoint
-rolls over to it. The endpoint keeps its name (``<Project>-classifier``) across updates.
+rolls over to it. The endpoint keeps its name (``<Project>-classifier``) across updates. The
+endpoint may write to the artifact bucket under ``thumbnails/`` only: the JPEGs of the windows it
+classifies, when the request asks for them (the fleet's daemons do).
 
 SageMaker refuses to change the instance type of a variant that is an autoscaling target: to
 change `InstanceType`, destroy and deploy the model stack (``--stack model``).
@@ -19,6 +21,8 @@ from .common import (
 )
 
 KEY = "model"
+#: Where the endpoint writes thumbnails in the artifact bucket (the fleet's daemons ask for them).
+THUMBNAIL_PREFIX = "thumbnails/"
 REPOSITORY = "mxnet-inference"
 #: Python version of each MXNet inference image (the image tag is <version>-<cpu|gpu>-<python>).
 FRAMEWORKS = {"1.9.0": "py38", "1.8.0": "py37"}
@@ -69,10 +73,13 @@ def template():
     log_group = arn("logs", "log-group:/aws/sagemaker/Endpoints/${Endpoint}", Endpoint=endpoint_name)
     role = t.add_resource(iam.Role(
         "ExecutionRole",
-        Description="SageMaker hosting: read the model package, pull the MXNet image, write logs and metrics",
+        Description="SageMaker hosting: read the model package, pull the MXNet image, write "
+                    "thumbnails, logs and metrics",
         AssumeRolePolicyDocument=assume_role("sagemaker.amazonaws.com"),
         Policies=[iam.Policy(PolicyName="serve-model", PolicyDocument=policy_document(
             statement(["s3:GetObject"], [bucket_arn(artifact_bucket, "/models/*")]),
+            # the thumbnails the sagemaker classifier asks for (`thumbnails`), under their prefix only
+            statement(["s3:PutObject"], [bucket_arn(artifact_bucket, "/" + THUMBNAIL_PREFIX + "*")]),
             statement(["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
                       [Sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${Registry}:repository/" + REPOSITORY,
                            Registry=registry)]),

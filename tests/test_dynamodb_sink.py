@@ -115,6 +115,20 @@ def test_item_adds_a_windows_list_and_what_was_concealed():
     assert (item["Predicted"], item["Probability"]) == ("archery", Decimal("0.8125"))  # as before
 
 
+def test_item_windows_keep_their_thumbnail_uri():
+    """Where the classifier wrote a window's JPEG (the sagemaker classifier's endpoint): in that
+    window's map, and back on the detection read from the item; no attribute where there is none."""
+    from livewatch.sinks.dynamodb_read import to_detection
+
+    where = "s3://artifacts/thumbnails/bucket/live/cam1/seg_00042.ts/0.jpg"
+    windows = [WindowResult(start=0.0, end=2.56, frames=[0, 62], label="archery", probability=0.9,
+                            thumbnail_uri=where),
+               WindowResult(start=2.48, end=5.04, frames=[62, 124], label="diving", probability=0.6)]
+    item = to_item(detection(windows=windows))
+    assert item["Windows"][0]["Thumbnail"] == where and "Thumbnail" not in item["Windows"][1]
+    assert [w.thumbnail_uri for w in to_detection(item).windows] == [where, None]
+
+
 async def test_writes_read_back_in_time_order_and_redelivery_leaves_one_item(backend):
     endpoint, client, _ = backend
     table = make_table(client)

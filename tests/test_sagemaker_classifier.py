@@ -207,3 +207,99 @@ def test_the_model_server_answers_ping_and_invocations_directly(front, videos):
         answer = json.loads(response.read())
     assert response.status == 200
     assert answer["label"] and 0 < answer["probability"] <= 1
+
+
+async def test_the_endpoint_writes_a_thumbnail_per_window_that_the_ui_serves(front, videos, tiny_i3d_dir,
+                                                                              aws_env, tmp_path):
+    """thumbnails = true: the endpoint writes each window's middle frame, as the in-process
+    classifier makes it, under the prefix; the detection names them, the dynamodb sink's item keeps
+    them, and `livewatch ui --dynamodb` serves them from S3. Off (the default), nothing is written;
+    a bucket the endpoint cannot write to costs the thumbnails, never the classification."""
+    import io
+    import subprocess
+    from urllib.parse import urlencode
+
+    import numpy as np
+    from PIL import Image
+
+    from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
+    from livewatch.testing.aws import free_port
+    from livewatch.testing.daemon_process import LIVEWATCH
+    from test_dynamodb_sink import make_table
+    from test_ui_command import get_json
+    from test_ui_dynamodb import get
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="artifacts")
+    segment = upload(videos[1], "live/cam1/thumbs.ts")  # 3 s: two windows
+    local = I3DClassifier(I3DOptions(model=str(tiny_i3d_dir)))
+    remote = classifier(front, thumbnails=True, thumbnails_bucket="artifacts")
+    await local.start()
+    await remote.start()
+    try:
+        got, want = await remote.classify(segment), await local.classify(segment)
+    finally:
+        await remote.close()
+        await local.close()
+    keys = [f"thumbnails/{BUCKET}/live/cam1/thumbs.ts/{n}.jpg" for n in range(2)]
+    assert got.ok and [w.thumbnail_uri for w in got.windows] == [f"s3://artifacts/{k}" for k in keys]
+    listed = s3.list_objects_v2(Bucket="artifacts", Prefix="thumbnails/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == keys
+    jpegs = [s3.get_object(Bucket="artifacts", Key=k)["Body"].read() for k in keys]
+    for jpeg, window in zip(jpegs, want.windows):
+        image = np.asarray(Image.open(io.BytesIO(jpeg)), np.float32)
+        expected = np.asarray(Image.open(io.BytesIO(window.thumbnail)), np.float32)
+        assert image.shape == expected.shape == (128, 171, 3)  # the model's resize
+        assert np.abs(image - expected).mean() < 2  # the same middle frame
+    assert "thumbnail_uri" in got.model_dump_json()
+
+    table = make_table(boto3.client("dynamodb"))
+    sink = DynamoDBSink(DynamoDBOptions(table=table))
+    await sink.start()
+    try:
+        await sink.write(got)
+    finally:
+        await sink.close()
+    [item] = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    assert [w["M"]["Thumbnail"]["S"] for w in item["Windows"]["L"]] == [f"s3://artifacts/{k}" for k in keys]
+    port = free_port()
+    proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],
+                            cwd=tmp_path, env={**os.environ, **aws_env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}/ui/api"
+        get_json(f"{base}/streams", time.monotonic() + 60, proc)  # up
+        for n, jpeg in enumerate(jpegs):
+            assert get(f"{base}/thumbnail?" + urlencode({"uri": segment.uri, "n": n})) == (
+                200, "image/jpeg", jpeg)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    off = upload(videos[1], "live/cam1/off.ts")
+    for options in ({}, {"thumbnails": False, "thumbnails_bucket": "artifacts"}):
+        sm = classifier(front, **options)
+        await sm.start()
+        try:
+            detection = await sm.classify(off)
+        finally:
+            await sm.close()
+        assert detection.ok and [w.thumbnail_uri for w in detection.windows] == [None, None]
+    assert len(s3.list_objects_v2(Bucket="artifacts", Prefix="thumbnails/")["Contents"]) == 2
+
+    broken = classifier(front, thumbnails=True, thumbnails_bucket="no-such-bucket")
+    await broken.start()
+    try:
+        detection = await broken.classify(off)
+    finally:
+        await broken.close()
+    assert detection.ok and detection.label == got.label
+    assert [w.thumbnail_uri for w in detection.windows] == [None, None]
+    assert any("thumbnails not written to s3://no-such-bucket/thumbnails/" in n and "NoSuchBucket" in n
+               for n in detection.notes), detection.notes
+
+
+def test_thumbnails_need_a_bucket():
+    with pytest.raises(ValueError, match="thumbnails = true needs thumbnails_bucket"):
+        SageMakerOptions(endpoint_name=ENDPOINT, thumbnails=True)
+    assert SageMakerOptions(endpoint_name=ENDPOINT).thumbnails is False  # off by default

@@ -232,6 +232,41 @@ def test_task_role_cannot_write_the_bucket(templates):
     assert not any(re.match(r"s3:(Put|Delete|Restore|Abort|Replicate|Create)", a) for a in s3_actions)
 
 
+def test_only_the_endpoint_may_write_thumbnails_and_only_under_their_prefix(templates):
+    """The endpoint's role may put objects in the artifact bucket under thumbnails/ and nowhere
+    else; the daemons only ask for thumbnails and never read them (the web page that shows them,
+    `livewatch ui --dynamodb`, runs with its user's credentials), so the task role gets nothing."""
+    model = templates["model"]
+    statements = allow_statements(model, "ExecutionRole")
+    assert {a for a in actions(statements) if a.startswith("s3:")} == {"s3:GetObject", "s3:PutObject"}
+    [write] = [s for s in statements if "s3:PutObject" in actions([s])]
+    assert write["Action"] == ["s3:PutObject"] and "Condition" not in write
+    assert write["Resource"] == [{"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Bucket}/thumbnails/*",
+                                              {"Bucket": imported("storage", "ArtifactBucketName")}]}]
+    fleet_s3 = [s for s in allow_statements(templates["fleet"], "TaskRole")
+                if any(a.startswith("s3:") for a in actions([s]))]
+    assert "thumbnails" not in json.dumps(fleet_s3) and "ArtifactBucket" not in json.dumps(fleet_s3)
+
+
+def test_the_fleets_daemons_ask_for_thumbnails_where_the_endpoint_may_write(templates, monkeypatch,
+                                                                            tmp_path):
+    from livewatch.settings import load_settings
+    from livewatch.wiring import build
+
+    fleet = templates["fleet"]
+    [container] = props(fleet, "TaskDefinition")["ContainerDefinitions"]
+    imports: dict[str, str] = {}
+    for variable in container["Environment"]:
+        monkeypatch.setenv(variable["Name"], _resolve(variable["Value"], fleet["Parameters"], imports))
+    monkeypatch.chdir(tmp_path)
+    options = build(load_settings()).classifier.options
+    assert options.thumbnails is True
+    assert options.thumbnails_bucket == imports["storage-ArtifactBucketName"]
+    [write] = [s for s in allow_statements(templates["model"], "ExecutionRole")
+               if "s3:PutObject" in actions([s])]
+    assert write["Resource"][0]["Fn::Sub"][0].endswith("${Bucket}/" + options.thumbnails_prefix + "*")
+
+
 def _resolve(value, parameters: dict, imports: dict):
     """A task definition value as ECS would see it: imports and parameters filled in."""
     if isinstance(value, dict) and "Fn::ImportValue" in value:

@@ -179,7 +179,7 @@ def test_serving_code_stays_python_3_8_compatible():
 
 
 def test_serving_code_imports_only_what_the_container_has():
-    """The container has the stdlib, numpy, MXNet, boto3 and PyAV (requirements.txt), and the
+    """The container has the stdlib, numpy, MXNet, boto3, PyAV and Pillow (requirements.txt), and the
     livewatch modules copied beside inference.py: no pydantic, no other livewatch module."""
     import ast
 
@@ -187,7 +187,7 @@ def test_serving_code_imports_only_what_the_container_has():
 
     shipped = {"livewatch", "livewatch.model"} | {
         "livewatch." + rel.removesuffix(".py").replace("/", ".") for rel in SHARED_MODULES}
-    container = {"numpy", "mxnet", "boto3", "botocore", "av", "sagemaker_inference"}
+    container = {"numpy", "mxnet", "boto3", "botocore", "av", "PIL", "sagemaker_inference"}
     files = [REPO / "model" / "code" / "inference.py"] + [REPO / "livewatch" / rel for rel in SHARED_MODULES]
     for path in files:
         inside = path.is_relative_to(REPO / "livewatch")

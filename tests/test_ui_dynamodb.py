@@ -1,15 +1,24 @@
 """``livewatch ui --dynamodb TABLE``: the page's API over the results table the dynamodb sink
 writes, read-only, against moto over HTTP (a table made from the results stack's declaration)."""
+import io
 import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlencode
 
 import boto3
+import numpy as np
+import pytest
+from PIL import Image
 
 from livewatch.plugins import registry
 from livewatch.capabilities import table_store
 from livewatch.components import DetectionQuery
+from livewatch.errors import ConfigError
+from livewatch.model.thumbnails import window_thumbnails
 from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
 from livewatch.testing.aws import free_port
 from livewatch.testing.daemon_process import LIVEWATCH
@@ -69,3 +78,71 @@ async def test_ui_over_the_results_table(aws_env, moto_server, tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert [json.loads(line)["sequence"] for line in listed.stdout.splitlines()] == [0, 1, 2, 3]
     assert "Unclosed" not in listed.stderr
+
+
+async def test_ui_serves_the_thumbnails_the_items_name_from_s3(aws_env, moto_server, tmp_path):
+    """Items the dynamodb sink wrote name each window's JPEG in S3 (where the sagemaker
+    classifier's endpoint writes them, see test_sagemaker_classifier); `livewatch ui --dynamodb`
+    serves it by segment and window, from S3 over HTTP, and nothing that is not such a JPEG."""
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url)
+    s3.create_bucket(Bucket="artifacts")
+    frames = np.zeros((2, 8, 64, 96, 3), np.uint8)
+    frames[0, 4], frames[1, 4] = (200, 30, 30), (30, 200, 30)  # red, then green middle frames
+    jpegs = window_thumbnails(frames)
+    prefix = "s3://artifacts/thumbnails/"
+    for n, jpeg in enumerate(jpegs):
+        s3.put_object(Bucket="artifacts", Key=f"thumbnails/cam/seg0.ts/{n}.jpg", Body=jpeg)
+    s3.put_object(Bucket="artifacts", Key="thumbnails/cam/seg1.ts/0.jpg", Body=b"<html>not a JPEG")
+    with_thumbs, odd, without = detection(0), detection(1), detection(2)
+    for n, window in enumerate(with_thumbs.windows):
+        window.thumbnail_uri = f"{prefix}cam/seg0.ts/{n}.jpg"
+    odd.windows[0].thumbnail_uri = f"{prefix}cam/seg1.ts/0.jpg"  # not a JPEG
+    odd.windows[1].thumbnail_uri = f"{prefix}cam/seg1.ts/1.jpg"  # never written
+    table = make_table(boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url))
+    sink = DynamoDBSink(DynamoDBOptions(table=table))
+    await sink.start()
+    try:
+        for d in (with_thumbs, odd, without):
+            await sink.write(d)
+    finally:
+        await sink.close()
+
+    reader = table_store(registry(), table, [])  # what `livewatch ui --dynamodb` reads through
+    try:
+        assert [await reader.thumbnail(with_thumbs.uri, n) for n in (0, 1, 2)] == [*jpegs, None]
+        assert [await reader.thumbnail(odd.uri, n) for n in (0, 1)] == [None, None]
+        assert await reader.thumbnail(without.uri, 0) is None
+        assert await reader.thumbnail("/live/cam/never.ts", 0) is None
+    finally:
+        await reader.close()
+    missing = table_store(registry(), "no-such-table", [])  # the page answers 404
+    try:
+        with pytest.raises(ConfigError, match="cannot read DynamoDB table 'no-such-table'"):
+            await missing.thumbnail(with_thumbs.uri, 0)
+    finally:
+        await missing.close()
+
+    port = free_port()
+    proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],
+                            cwd=tmp_path, env={**os.environ, **aws_env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}/ui/api"
+        get_json(f"{base}/streams", time.monotonic() + 60, proc)  # up
+        status, content_type, body = get(f"{base}/thumbnail?" + urlencode({"uri": with_thumbs.uri, "n": 1}))
+        assert (status, content_type, body) == (200, "image/jpeg", jpegs[1])
+        image = np.asarray(Image.open(io.BytesIO(body)))
+        assert image.shape == (64, 96, 3) and image.mean(axis=(0, 1)).argmax() == 1  # green
+        for uri, n in ((odd.uri, 0), (odd.uri, 1), (without.uri, 0), (with_thumbs.uri, 2)):
+            assert get(f"{base}/thumbnail?" + urlencode({"uri": uri, "n": n}))[0] == 404, (uri, n)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.headers.get_content_type(), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get_content_type(), exc.read()

@@ -5,6 +5,12 @@ The request is the S3 pointer that the model side's ``model/code/inference.py`` 
 segments (the `s3-events` source's) can be classified this way. The answer is that file's JSON:
 label, probability, top_k, model, frames, timings.
 
+Thumbnails (``thumbnails = true`` with ``thumbnails_bucket``): the daemon decodes nothing, so the
+endpoint makes them, from the frames it decodes for the model, and writes each window's JPEG to
+``s3://<thumbnails_bucket>/<thumbnails_prefix><segment bucket>/<segment key>/<n>.jpg``; the
+window's ``thumbnail_uri`` says where (the dynamodb sink keeps it, ``livewatch ui --dynamodb``
+shows it). A thumbnail the endpoint could not write is a note, never a failed segment.
+
 What can go wrong, and what becomes of the segment:
 
 - throttling (429, ``ThrottlingException``), a 5xx, a timeout, a lost connection: retried with
@@ -26,7 +32,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from ..aws_clients import AwsOptions, describe, error_code, is_transient, open_client
 from ..components import Classifier
@@ -60,6 +66,23 @@ class SageMakerOptions(AwsOptions):
     check_endpoint: bool = Field(
         True, description="at start, check with DescribeEndpoint that the endpoint exists "
         "(without sagemaker:DescribeEndpoint permission the check is skipped with a warning)")
+    thumbnails: bool = Field(
+        False, description="have the endpoint write a small JPEG of each window's middle frame "
+        "(from the frames it decodes) to thumbnails_bucket; windows then carry its s3:// URI "
+        "(thumbnail_uri) for the web page")
+    thumbnails_bucket: str | None = Field(
+        None, description="the bucket the endpoint writes thumbnails to (the fleet: the artifact "
+        "bucket); its role needs s3:PutObject there")
+    thumbnails_prefix: str = Field(
+        "thumbnails/", description="key prefix of the thumbnails (the model stack lets the "
+        "endpoint write under thumbnails/ only)")
+
+    @model_validator(mode="after")
+    def _thumbnails_have_a_bucket(self) -> "SageMakerOptions":
+        if self.thumbnails and not self.thumbnails_bucket:
+            raise ValueError("thumbnails = true needs thumbnails_bucket (the endpoint writes them "
+                             "to S3; the daemon never decodes)")
+        return self
 
 
 class SageMakerClassifier(Classifier):
@@ -124,8 +147,12 @@ class SageMakerClassifier(Classifier):
         if not segment.uri.startswith("s3://"):
             raise SegmentError(f"the sagemaker classifier reads segments from S3 and {segment.uri} "
                                "is not an s3:// URI; use the i3d classifier for local files")
-        body = json.dumps({"version": API_VERSION, "uri": segment.uri, "top_k": self.options.top_k,
-                           "windows": self.options.windows})
+        o = self.options
+        request: dict[str, Any] = {"version": API_VERSION, "uri": segment.uri, "top_k": o.top_k,
+                                   "windows": o.windows}
+        if o.thumbnails:
+            request["thumbnails"] = {"bucket": o.thumbnails_bucket, "prefix": o.thumbnails_prefix}
+        body = json.dumps(request)
         async with self._limit:
             started = time.perf_counter()
             answer = await self._invoke_with_retries(segment, body)

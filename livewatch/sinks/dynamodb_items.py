@@ -88,10 +88,13 @@ def to_item(d: Detection) -> dict[str, Any]:
         "InferMs": d.infer_ms,
         "LatencyMs": d.latency_ms,
         "Error": d.error,
-        # Seconds from the segment's first frame (add Start for absolute times), in time order.
+        # Seconds from the segment's first frame (add Start for absolute times), in time order;
+        # Thumbnail: the s3:// URI of the window's JPEG, where the classifier wrote one.
         "Windows": [{"Start": number(w.start), "End": number(w.end),
                      "Frames": [Decimal(w.frames[0]), Decimal(w.frames[-1])], "Label": w.label,
-                     "Probability": number(w.probability)} for w in d.windows] or None,
+                     "Probability": number(w.probability),
+                     **({"Thumbnail": w.thumbnail_uri} if w.thumbnail_uri else {})}
+                    for w in d.windows] or None,
         "ConcealedFrames": d.concealed_frames or None,
         "Truncated": True if d.truncated else None,
     }

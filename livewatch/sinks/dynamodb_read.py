@@ -25,7 +25,8 @@ def to_detection(item: dict[str, Any]) -> Detection:
         error=i.get("Error"), concealed_frames=i.get("ConcealedFrames", 0),
         truncated=i.get("Truncated", False),
         windows=[WindowResult(start=w["Start"], end=w["End"], frames=w["Frames"], label=w["Label"],
-                              probability=w["Probability"]) for w in i.get("Windows", [])],
+                              probability=w["Probability"], thumbnail_uri=w.get("Thumbnail"))
+                 for w in i.get("Windows", [])],
     )
 
 

@@ -4,12 +4,13 @@ The archive holds the model files at its root (what the in-process classifier re
 `livewatch.model.artifacts`) and ``code/`` for the container:
 
 - ``code/inference.py`` and ``code/requirements.txt`` from the repository's ``model/code/``;
-- ``code/livewatch/model/{video,packets,windows,preprocess,sampling,model_files,mxnet_net}.py`` and
+- ``code/livewatch/model/{video,packets,windows,preprocess,sampling,model_files,mxnet_net,
+  thumbnails}.py`` and
   ``code/livewatch/errors.py``: copies, made at packaging time, of the modules the daemon reads a
   model directory, loads the network (oneDNN fusion), decodes and preprocesses with, under the
   same import names. So the endpoint does it with the daemon's own code — there is no
-  second copy to keep in step in the repository — and the container needs only PyAV (listed in
-  requirements.txt) on top of what it has; a whole livewatch wheel would also install pydantic,
+  second copy to keep in step in the repository — and the container needs only PyAV and Pillow
+  (listed in requirements.txt; Pillow only for thumbnails) on top of what it has; a whole livewatch wheel would also install pydantic,
   click, watchfiles, ... into the container and tie its numpy to ours. SageMaker's MXNet 1.9
   serving images run Python 3.8, so these modules keep to its syntax and postpone their
   annotations (``tests/test_training.py`` checks; checked by hand on 3.8 with PyAV 12.3).
@@ -29,7 +30,7 @@ from livewatch.model.resolve import resolve_model
 #: The daemon's modules the serving code imports, relative to the livewatch package.
 SHARED_MODULES = ("errors.py", "model/video.py", "model/packets.py", "model/windows.py",
                   "model/preprocess.py", "model/sampling.py", "model/model_files.py",
-                  "model/mxnet_net.py")
+                  "model/mxnet_net.py", "model/thumbnails.py")
 
 
 def default_code_dir() -> Path:

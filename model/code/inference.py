@@ -15,6 +15,16 @@ or livewatch's versioned form::
 ``windows`` is ``"center"``, ``"cover"`` (the default, also for the original sample's form) or a
 number of windows, as the daemon's ``classifier.windows``.
 
+Either form may ask for thumbnails: ``"thumbnails": {"bucket": "B", "prefix": "thumbnails/"}``
+(``prefix`` defaults to ``thumbnails/``; the model stack lets the endpoint write there only). Then
+a small JPEG of each window's middle frame, from the frames already decoded for the model (the
+daemon's `livewatch.model.thumbnails`: same size and quality as the in-process classifier's), is
+written to ``s3://B/<prefix><segment bucket>/<segment key>/<n>.jpg`` (``<prefix>sha256-<hex of the
+URI>/<n>.jpg`` when that key would pass S3's 1024 bytes), and each window of the answer carries it
+as ``thumbnail_uri``. Writing them is best effort: a window whose JPEG could not be written has no
+``thumbnail_uri``, the answer's ``notes`` say why (and the container's log), and the
+classification stands. Without ``thumbnails`` nothing is written.
+
 The model directory is read and the network loaded (oneDNN fusion included), and the segment is
 read from S3 and decoded, sampled and preprocessed, by the daemon's own modules
 (``livewatch.model.model_files``/``mxnet_net``/``video``/``preprocess``/``sampling``, copied beside
@@ -31,7 +41,8 @@ Response (``application/json``)::
      "model": {"name": "camera-motion", "version": "e973a3c46465"},
      "frames": [11, 12, ...], "decode_ms": 9.0, "infer_ms": 8.2,
      "windows": [{"start": 0.0, "end": 2.56, "frames": [0, 62], "label": "pan_left",
-                  "probability": 0.99, "top_k": [...], "concealed_frames": 0}, ...],
+                  "probability": 0.99, "top_k": [...], "concealed_frames": 0,
+                  "thumbnail_uri": "s3://B/thumbnails/bucket/key.ts/0.jpg"}, ...],
      "concealed_frames": 0, "segment_frames": 250, "expected_frames": null, "truncated": false,
      "notes": []}
 
@@ -44,13 +55,16 @@ decodable video (422, ``livewatch.errors.SegmentError``'s words). Anything else,
 runtime failing on a valid segment, or S3 failing, is a 500: the caller tries again later.
 
 S3 is reached with the container's credentials; ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
-point it elsewhere (a local emulator in the tests). Nothing is written anywhere: sinks do that.
+point it elsewhere (a local emulator in the tests). Nothing is written anywhere but the
+thumbnails asked for: sinks write the results.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -67,6 +81,10 @@ from livewatch.model.preprocess import to_tensor  # noqa: E402
 from livewatch.model.video import decode_segment  # noqa: E402
 
 API_VERSION = 1
+THUMBNAIL_PREFIX = "thumbnails/"
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
+
+log = logging.getLogger("livewatch.serving")
 
 try:  # the serving container's toolkit: an error answered with a status of our choosing
     from sagemaker_inference.errors import GenericInferenceToolkitError
@@ -129,7 +147,31 @@ def parse_request(body) -> dict:
                          f'{{"version": {API_VERSION}, "uri": "s3://...", "top_k": 5}}')
     if not str(request["uri"]).startswith("s3://"):
         raise ValueError(f"{request['uri']!r} is not an s3:// URI")
+    request["thumbnails"] = parse_thumbnails(payload.get("thumbnails"))
     return request
+
+
+def parse_thumbnails(value) -> dict | None:
+    """The request's ``thumbnails`` as {"bucket", "prefix"}, or None (none asked for)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("bucket"), str) or not value["bucket"]:
+        raise ValueError('thumbnails must be {"bucket": "name", "prefix": "thumbnails/"}, '
+                         f"not {value!r}")
+    prefix = value.get("prefix", THUMBNAIL_PREFIX)
+    if not isinstance(prefix, str):
+        raise ValueError(f"thumbnails.prefix must be a string, not {prefix!r}")
+    return {"bucket": value["bucket"], "prefix": prefix}
+
+
+def thumbnail_key(prefix: str, uri: str, n: int) -> str:
+    """Where window `n` of segment `uri` goes: the segment's bucket and key under `prefix`, or
+    the URI's SHA-256 when that key would be too long for S3."""
+    parsed = urlparse(uri)
+    key = f"{prefix}{parsed.netloc}/{parsed.path.lstrip('/')}/{n}.jpg"
+    if len(key.encode()) > MAX_KEY_BYTES:
+        key = f"{prefix}sha256-{hashlib.sha256(uri.encode()).hexdigest()}/{n}.jpg"
+    return key
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,9 +189,39 @@ def read_s3(uri: str) -> bytes:
     return s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
 
 
-def predict_bytes(model: Model, data: bytes, top_k: int = 5, windows="cover") -> dict:
+def write_thumbnails(frames, uri: str, where: dict) -> tuple[list, list]:
+    """Each window's middle-frame JPEG written under ``where`` (best effort): the written
+    objects' URIs (None where a window's failed) and what went wrong, in words."""
+    uris: list = [None] * len(frames)
+    try:
+        from livewatch.model.thumbnails import window_thumbnails  # Pillow: only when asked
+
+        jpegs = window_thumbnails(frames)
+    except Exception as exc:
+        return uris, [f"thumbnails not made: {type(exc).__name__}: {exc}"]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    failed = []
+    for n, jpeg in enumerate(jpegs):
+        key = thumbnail_key(where["prefix"], uri, n)
+        try:
+            _s3_client(endpoint).put_object(Bucket=where["bucket"], Key=key, Body=jpeg,
+                                            ContentType="image/jpeg")
+        except Exception as exc:
+            failed.append(f"{n}: {type(exc).__name__}: {exc}")
+            continue
+        uris[n] = f"s3://{where['bucket']}/{key}"
+    notes = []
+    if failed:
+        notes.append(f"thumbnails not written to s3://{where['bucket']}/{where['prefix']} "
+                     f"(window {'; '.join(failed)})")
+    return uris, notes
+
+
+def predict_bytes(model: Model, data: bytes, top_k: int = 5, windows="cover", *,
+                  uri: str | None = None, thumbnails: dict | None = None) -> dict:
     """Decode, preprocess and classify one segment's bytes, as the daemon's classifier does: its
-    windows in one batch, the segment's labels from the mean of their probabilities."""
+    windows in one batch, the segment's labels from the mean of their probabilities; with
+    `thumbnails` ({"bucket", "prefix"}), each window's middle frame written there too."""
     meta = model.meta
     decoded = decode_segment(io.BytesIO(data), new_length=meta["frames"],
                              new_step=meta.get("step", 1), windows=windows,
@@ -172,6 +244,15 @@ def predict_bytes(model: Model, data: bytes, top_k: int = 5, windows="cover") ->
                       "frames": [span.indices[0], span.indices[-1]], "label": top[0]["label"],
                       "probability": top[0]["probability"], "top_k": top,
                       "concealed_frames": span.concealed})
+    notes = list(decoded.notes)
+    if thumbnails is not None:
+        written, problems = write_thumbnails(decoded.frames, uri, thumbnails)
+        for span, thumbnail_uri in zip(spans, written):
+            if thumbnail_uri is not None:
+                span["thumbnail_uri"] = thumbnail_uri
+        for problem in problems:  # the classification stands
+            log.warning("%s: %s", uri, problem)
+            notes.append(problem)
     return {
         "label": best[0]["label"],
         "probability": best[0]["probability"],
@@ -185,7 +266,7 @@ def predict_bytes(model: Model, data: bytes, top_k: int = 5, windows="cover") ->
         "segment_frames": decoded.num_frames,
         "expected_frames": decoded.expected_frames,
         "truncated": decoded.truncated,
-        "notes": decoded.notes,
+        "notes": notes,
     }
 
 
@@ -202,7 +283,8 @@ def transform_fn(model: Model, request_body, content_type="application/json", ac
             _refuse(exc, 404)
         raise
     try:
-        result = predict_bytes(model, data, request["top_k"], request["windows"])
+        result = predict_bytes(model, data, request["top_k"], request["windows"],
+                               uri=request["uri"], thumbnails=request["thumbnails"])
     except SegmentError as exc:
         _refuse(exc, 422)
     result = {"version": API_VERSION, "uri": request["uri"], **result}

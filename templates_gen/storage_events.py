@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from troposphere import GetAtt, Ref, Sub, s3, sqs
 
+from .model import THUMBNAIL_PREFIX
 from .common import (
     bucket_arn, bucket_name, new_template, output, parameter, policy_document, tag_everything,
 )
@@ -127,6 +128,10 @@ def template():
         LifecycleConfiguration=s3.LifecycleConfiguration(Rules=[
             s3.LifecycleRule(Id="ExpireOldVersions", Status="Enabled",
                              NoncurrentVersionExpiration=s3.NoncurrentVersionExpiration(NoncurrentDays=30)),
+            # the endpoint's window thumbnails (the model stack's THUMBNAIL_PREFIX) go with the
+            # segments they show
+            s3.LifecycleRule(Id="ExpireOldThumbnails", Status="Enabled", Prefix=THUMBNAIL_PREFIX,
+                             ExpirationInDays=retention),
         ]),
     ))
 

@@ -120,6 +120,11 @@ def test_buckets_are_private_encrypted_and_tls_only(templates):
     [expire] = props(storage, "LivestreamBucket")["LifecycleConfiguration"]["Rules"]
     assert expire["ExpirationInDays"] == {"Ref": "SegmentRetentionDays"}
     assert expire["Prefix"] == {"Ref": "SegmentPrefix"}
+    # the endpoint's thumbnails expire with the segments they show; old model versions after 30 days
+    rules = {r["Id"]: r for r in props(storage, "ArtifactBucket")["LifecycleConfiguration"]["Rules"]}
+    assert rules["ExpireOldThumbnails"]["Prefix"] == "thumbnails/"
+    assert rules["ExpireOldThumbnails"]["ExpirationInDays"] == {"Ref": "SegmentRetentionDays"}
+    assert rules["ExpireOldVersions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ CHECKOV := $(VENV)/tools/checkov/bin/checkov
 TORCH    := $(VENV)/tools/torch/.installed
 NNCF     := $(VENV)/tools/nncf/.installed
 
-.PHONY: setup servers image-tools chromium run demo test test-fast bench soak clean
+.PHONY: setup servers image-tools chromium run demo test test-fast bench bench-windows soak clean
 
 setup: servers image-tools chromium $(STAMP) $(DYNALITE) $(RTSP_SERVER) $(CHECKOV) $(TORCH) $(NNCF)
 
@@ -115,6 +115,10 @@ bench: $(VENV)/.bench-installed
 $(VENV)/.bench-installed: $(STAMP) $(NNCF)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
+
+# Issue 13: what seeing the whole segment costs, windows = "center" against "cover" (QUICK=1: 3 segments a mode).
+bench-windows: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.windows_bench $(if $(QUICK),--quick)
 
 # Issue 7's soak: 4 live streams for 10 minutes through the real daemon (MINUTES= to change).
 soak: $(VENV)/.bench-installed

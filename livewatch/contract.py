@@ -35,6 +35,9 @@ class Segment:
     arrived_at: float = field(default_factory=time.time)
     #: where `start` comes from: "program-date-time", "rtcp" (the stream's wall clock), "arrival"
     start_clock: str | None = None
+    #: the stream's last segment: its source knows no segment follows (an HLS playlist's
+    #: EXT-X-ENDLIST after it); its stream's events close (DESIGN.md, "Event")
+    last: bool = False
 
     @property
     def key(self) -> str:
@@ -109,6 +112,7 @@ class Detection(BaseModel):
     expected_frames: int | None = None  # frames its playlist's (or container's) duration states
     truncated: bool = False  # classified on fewer frames than its stated duration holds
     notes: list[str] = Field(default_factory=list)  # how the segment was read, in words
+    last: bool = False  # the stream's last segment (Segment.last): its events are closed
 
     @property
     def ok(self) -> bool:
@@ -124,6 +128,7 @@ class Detection(BaseModel):
             start=segment.start,
             duration=segment.duration,
             start_clock=segment.start_clock,
+            last=segment.last,
             **fields,
         )
 

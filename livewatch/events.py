@@ -3,7 +3,9 @@
 An event is a maximal run of one stream's windows, in stream time, whose top label is the same
 `label` with probability >= `min_probability`, where the gap between two windows of the run is at
 most `max_gap` seconds and a confident window of another label ends it; runs shorter than
-`min_duration` are not events. The same windows give the same events whatever order they arrived
+`min_duration` are not events. A stream ends at a segment its source marked `last` (an HLS
+playlist's EXT-X-ENDLIST): a run never reaches past that segment, and every event up to it is
+closed. The same windows give the same events whatever order they arrived
 in: they are sorted by stream time (ties broken by segment and place) before anything else.
 
 Stream time is the segment's program date-time plus the window's offset where every window of the
@@ -65,6 +67,7 @@ class TimedWindow:
     sequence: int | None = None
     segment_start: datetime | None = None  # the segment's program date-time
     duration: float | None = None  # the segment's
+    last: bool = False  # its segment is its stream's last (Detection.last)
 
     def times(self, clock: str) -> tuple[float, float] | None:
         """(start, end) in seconds on `clock`; None when this window cannot be placed on it."""
@@ -109,7 +112,7 @@ def windows_of(detection: Detection) -> list[TimedWindow]:
     return [TimedWindow(stream=detection.stream, uri=detection.uri, n=n, label=w.label,
                         probability=w.probability, offset_start=w.start, offset_end=w.end,
                         sequence=detection.sequence, segment_start=detection.start,
-                        duration=detection.duration)
+                        duration=detection.duration, last=detection.last)
             for n, w in enumerate(detection.windows)]
 
 
@@ -127,7 +130,9 @@ def derive(windows: Iterable[TimedWindow], settings: EventSettings | None = None
            ended: bool = False, clock: str | None = None) -> list[Event]:
     """The events of `windows` (any streams, any order, duplicates allowed), ordered by stream,
     start and label. An event is `closed` once the stream's latest window ends more than
-    `max_gap` after it, a confident window of another label follows it, or `ended` is true.
+    `max_gap` after it, a confident window of another label follows it, a segment marked `last`
+    lies at or after its start (the stream ended there; a run never reaches past that segment),
+    or `ended` is true (every stream ended).
     `clock`: the streams' clock when `windows` are only part of them (default: `clock_of`)."""
     settings = settings or EventSettings()
     by_stream: dict[str, dict[tuple[str, int], TimedWindow]] = {}
@@ -147,25 +152,32 @@ def _stream_events(stream: str, windows: list[TimedWindow], s: EventSettings,
     if not placed:
         return []
     horizon = max(t[1] for t, _ in placed)
-    runs: list[tuple[list, bool]] = []  # (windows of the run, ended by another label)
+    runs: list[tuple[list, bool, int]] = []  # (its windows, ended by another label, first place)
     current: list = []
-    current_end = 0.0
-    for t, w in placed:
+    current_end, first = 0.0, 0
+    end_uri = None  # a segment marked last that the current run has reached
+    for i, (t, w) in enumerate(placed):
+        if w.last and current:
+            end_uri = w.uri
         if w.probability < s.min_probability:
             continue  # not confident: neither extends nor ends a run (a gap)
-        if current and (w.label != current[0][1].label or t[0] - current_end > s.max_gap):
-            runs.append((current, w.label != current[0][1].label))
+        other = bool(current) and w.label != current[0][1].label
+        if current and (other or t[0] - current_end > s.max_gap or end_uri not in (None, w.uri)):
+            runs.append((current, other, first))
             current = []
-        current_end = max(current_end, t[1]) if current else t[1]
+        if not current:
+            first, end_uri, current_end = i, w.uri if w.last else None, t[1]
+        current_end = max(current_end, t[1])
         current.append((t, w))
     if current:
-        runs.append((current, False))
+        runs.append((current, False, first))
+    stream_end = max((i for i, (_, w) in enumerate(placed) if w.last), default=-1)
     out = []
-    for run, interrupted in runs:
+    for run, interrupted, first in runs:
         start, end = run[0][0][0], _end(run)
         if end - start < s.min_duration:
             continue
-        closed = ended or interrupted or horizon - end > s.max_gap
+        closed = ended or interrupted or horizon - end > s.max_gap or stream_end >= first
         probs = [w.probability for _, w in run]
         segments = list(dict.fromkeys(w.uri for _, w in run))
         label = run[0][1].label

@@ -190,3 +190,36 @@ async def test_the_table_is_the_outbox_of_a_notifier(aws_env, moto_server):
             await other.close()
     finally:
         await store.close()
+
+
+async def test_an_ended_stream_closes_its_event_items_and_the_notifier_sends_closed(aws_env, moto_server):
+    """The last segment (its source saw EXT-X-ENDLIST) arrives first, the rest shuffled: every
+    event item ends closed, and a consumer is told `closed` for the last event."""
+    client = boto3.client("dynamodb")
+    table = make_table(client)
+    ds = scripted(ended=True)
+    rest = ds[:-1]
+    random.Random(7).shuffle(rest)
+    store = sink_for(moto_server.endpoint_url, table, EventSettings())
+    await store.start()
+    consumer = Consumer()
+    notifier = Notifier.for_sinks([store, consumer])
+    try:
+        await store.write(ds[-1])
+        for d in rest[:-1]:
+            await store.write(d)
+        await notifier.deliver(consumer, flush=True)
+        await store.write(rest[-1])
+        await notifier.deliver(consumer, flush=True)
+        from livewatch.components import DetectionQuery
+        read = await store.query(DetectionQuery(stream="cam1"))
+        assert await store.pending_events("consumer") == []
+    finally:
+        await store.close()
+    current, _ = event_items(client, table)
+    assert current == expected(ds, EventSettings())
+    assert [(e["label"], e["state"], e["revision"]) for e in current] == [
+        ("walk", "closed", 15), ("run", "closed", 17), ("walk", "closed", 9)]
+    assert [d.last for d in read] == [False] * 11 + [True]  # the item keeps it (`Last`)
+    closed = {c[:3] for c in consumer.changes if c[0] == "closed"}
+    assert {("closed", "walk", 15), ("closed", "run", 17), ("closed", "walk", 9)} <= closed

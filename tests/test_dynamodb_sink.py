@@ -100,18 +100,19 @@ def test_item_layout_keeps_the_original_attributes_and_adds_ours():
     failed = to_item(Detection(uri="s3://b/x.ts", stream="", error="not video"))
     assert failed["Stream"] == "-" and failed["Error"] == "not video" and "Predicted" not in failed
     assert "Windows" not in item and "ConcealedFrames" not in item and "Truncated" not in item
+    assert "Last" not in item
 
 
 def test_item_adds_a_windows_list_and_what_was_concealed():
     windows = [WindowResult(start=0.0, end=2.56, frames=[0, 62], label="archery", probability=0.9),
                WindowResult(start=2.48, end=5.04, frames=[62, 124], label="diving", probability=0.6)]
-    item = to_item(detection(windows=windows, concealed_frames=2, truncated=True))
+    item = to_item(detection(windows=windows, concealed_frames=2, truncated=True, last=True))
     assert item["Windows"] == [
         {"Start": Decimal("0.0"), "End": Decimal("2.56"), "Frames": [0, 62], "Label": "archery",
          "Probability": Decimal("0.9")},
         {"Start": Decimal("2.48"), "End": Decimal("5.04"), "Frames": [62, 124], "Label": "diving",
          "Probability": Decimal("0.6")}]
-    assert item["ConcealedFrames"] == 2 and item["Truncated"] is True
+    assert item["ConcealedFrames"] == 2 and item["Truncated"] is True and item["Last"] is True
     assert (item["Predicted"], item["Probability"]) == ("archery", Decimal("0.8125"))  # as before
 
 

@@ -88,3 +88,71 @@ def test_classify_prints_one_detection_per_file(tmp_path, random_i3d_dir):
     assert [w["frames"] for w in lines[0]["windows"]] == [[17, 48], [51, 82]]  # GluonCV's N=2 of 100
     assert lines[1]["label"] is None and lines[1]["error"].startswith("not a video")
     assert lines[2]["error"].startswith("segment file is gone")
+
+
+def test_run_once_on_a_finished_stream_leaves_no_open_event_and_tells_the_webhook(tmp_path, tiny_i3d_dir):
+    """`livewatch run --once --folder` on a recording whose playlist has EXT-X-ENDLIST: every
+    event is closed in the store, and a webhook receiver is told `closed` for the last one."""
+    import http.server
+    import threading
+
+    from livewatch.testing.hls_server import end_stream
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    live, db = tmp_path / "live", tmp_path / "d.db"
+    cam = HlsWriter(live / "cam1", name="index", seconds=2.0, size=(160, 96))
+    for _ in range(3):
+        cam.write_segment()
+    end_stream(cam.playlist)  # the recording is finished
+    (tmp_path / "livewatch.toml").write_text(f"""
+[daemon]
+workers = 1
+health_listen = ""
+
+[events]
+min_probability = 0.0  # every window counts, whatever the random model says
+min_duration = 0.0
+
+[classifier]
+type = "i3d"
+model = "{tiny_i3d_dir}"
+
+[[sinks]]
+type = "local"
+path = "{db}"
+
+[[sinks]]
+type = "webhook"
+url = "http://127.0.0.1:{server.server_address[1]}/hook"
+""")
+    try:
+        run = subprocess.run([LIVEWATCH, "run", "--once", "--folder", str(live)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+    assert run.returncode == 0, run.stderr[-5000:]
+    listed = subprocess.run([LIVEWATCH, "events", "--db", str(db), "--format", "json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    events = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert events and [e["state"] for e in events] == ["closed"] * len(events)
+    assert events[-1]["segments"][-1] == str(cam.segments[-1])  # the last event reaches the end
+    final = {}
+    for change in received:
+        final[change["id"]] = change
+    assert final[events[-1]["id"]]["type"] == "closed"
+    assert final[events[-1]["id"]]["revision"] == events[-1]["revision"]
+    assert {c["type"] for c in final.values()} == {"closed"}
+    assert store_rows(db)[str(cam.segments[-1])]["last"] is True

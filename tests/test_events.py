@@ -13,23 +13,25 @@ T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
 
 def detection(seq: int, labels: list[tuple[str, float]], *, pdt: bool = True, stream: str = "cam1",
-              seconds: float = 4.0) -> Detection:
-    """A segment `seq` of `seconds`, cut into len(labels) back-to-back windows."""
+              seconds: float = 4.0, last: bool = False) -> Detection:
+    """A segment `seq` of `seconds`, cut into len(labels) back-to-back windows; `last`: the
+    stream's last segment (its source saw EXT-X-ENDLIST after it)."""
     step = seconds / len(labels)
     return Detection(
-        uri=f"{stream}/seg{seq:05d}.ts", stream=stream, sequence=seq, duration=seconds,
+        uri=f"{stream}/seg{seq:05d}.ts", stream=stream, sequence=seq, duration=seconds, last=last,
         start=T0 + timedelta(seconds=seq * seconds) if pdt else None,
         windows=[WindowResult(start=i * step, end=(i + 1) * step, frames=[0, 1], label=label,
                               probability=p) for i, (label, p) in enumerate(labels)])
 
 
-def scripted(pdt: bool = True) -> list[Detection]:
+def scripted(pdt: bool = True, ended: bool = False) -> list[Detection]:
     """12 segments of 4 s, 2 windows each: walk 0-14 s, idle (low) 14-24 s, run 24-40 s,
-    walk 40-48 s (the stream ends there)."""
+    walk 40-48 s (the stream stops there; `ended`: its last segment says so)."""
     w, r, low = ("walk", 0.9), ("run", 0.8), ("walk", 0.2)
     plan = [[w, w], [w, w], [w, w], [w, low], [low, low], [low, low],
             [r, r], [r, r], [r, r], [r, r], [w, w], [w, w]]
-    return [detection(seq, labels, pdt=pdt) for seq, labels in enumerate(plan)]
+    return [detection(seq, labels, pdt=pdt, last=ended and seq == len(plan) - 1)
+            for seq, labels in enumerate(plan)]
 
 
 def all_windows(detections):
@@ -58,6 +60,50 @@ def test_the_same_windows_in_any_order_give_the_same_events(seed):
     rng.shuffle(shuffled)
     assert derive(shuffled) == expected
     assert len({e.id for e in expected}) == len(expected)
+
+
+def states(events) -> list[tuple[str, float, float, str, int]]:
+    """(label, start, end, state, revision), times in seconds from T0 (or sequence 0)."""
+    base = T0.timestamp() if events and events[0].clock == PDT else 0.0
+    return [(e.label, e.start - base, e.end - base, e.state, e.revision) for e in events]
+
+
+@pytest.mark.parametrize("pdt", [True, False])
+def test_a_stream_that_ended_closes_its_last_event(pdt):
+    still_open = states(derive(all_windows(scripted(pdt=pdt))))
+    assert still_open[-1] == ("walk", 40.0, 48.0, "open", 8)
+    ended = states(derive(all_windows(scripted(pdt=pdt, ended=True))))
+    assert ended == still_open[:-1] + [("walk", 40.0, 48.0, "closed", 9)]  # revision + 1, as any close
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_end_closes_events_whatever_the_order(seed):
+    rng = random.Random(seed)
+    windows = all_windows(scripted(ended=True))
+    expected = derive(windows)
+    assert [e.state for e in expected] == ["closed"] * 3
+    shuffled = windows + rng.sample(windows, k=4)
+    rng.shuffle(shuffled)
+    assert derive(shuffled) == expected
+    # the last segment alone (it arrived first): its event is closed at once
+    assert [e.state for e in derive(all_windows(scripted(ended=True)[-2:]))] == ["closed"]
+
+
+def test_the_end_closes_an_event_before_it_even_when_the_last_segment_is_not_confident():
+    ds = [detection(n, [("run", 0.9)] * 2) for n in range(3)]
+    ds.append(detection(3, [("run", 0.1)] * 2, last=True))  # nothing confident at the very end
+    assert states(derive(all_windows(ds), EventSettings(max_gap=6.0))) == [
+        ("run", 0.0, 12.0, "closed", 13)]
+
+
+def test_no_event_reaches_past_the_end_of_a_stream():
+    """Segments after a segment marked last (the stream started again under its name) begin new
+    events; the one that ended with it stays closed."""
+    ds = [detection(n, [("run", 0.9)] * 2, last=n == 1) for n in range(4)]
+    assert states(derive(all_windows(ds))) == [
+        ("run", 0.0, 8.0, "closed", 9), ("run", 8.0, 16.0, "open", 8)]
+    ds.append(detection(4, [("run", 0.9)] * 2, last=True))
+    assert [e.state for e in derive(all_windows(ds))] == ["closed", "closed"]
 
 
 def test_ids_are_stable_and_change_with_stream_label_or_start():

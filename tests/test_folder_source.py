@@ -36,12 +36,16 @@ def write_segment(folder: Path, name: str, data: bytes | None = None) -> Path:
     return path
 
 
-def write_playlist(folder: Path, names: list[str], first_sequence: int = 0, name: str = "index.m3u8") -> None:
-    """As an encoder does: the whole playlist to a temp file, then renamed over the old one."""
+def write_playlist(folder: Path, names: list[str], first_sequence: int = 0, name: str = "index.m3u8",
+                   ended: bool = False) -> None:
+    """As an encoder does: the whole playlist to a temp file, then renamed over the old one
+    (`ended`: with EXT-X-ENDLIST, as when the recording is finished)."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", f"#EXT-X-MEDIA-SEQUENCE:{first_sequence}"]
     lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{(T0 + timedelta(seconds=2 * first_sequence)).isoformat()}")
     for segment in names:
         lines += ["#EXTINF:2.000,", segment]
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
     tmp = folder / f"{name}.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, folder / name)
@@ -319,6 +323,18 @@ async def test_start_at_live_skips_what_was_already_there(tmp_path):
             await until(lambda: len(got) == 2)
             await asyncio.sleep(FAST["settle_seconds"] * 2)  # old.ts had time to settle
     assert sorted((s.stream, names([s])[0]) for s in got) == [("cam1", "seg2.ts"), ("cam2", "seg0.ts")]
+
+
+async def test_a_finished_playlist_marks_exactly_its_last_segment(tmp_path):
+    done = make_stream(tmp_path / "done", 3)
+    write_playlist(tmp_path / "done", done, ended=True)
+    make_stream(tmp_path / "live", 2)  # no EXT-X-ENDLIST: nothing is the last
+    got = await run_once(tmp_path, **FAST)
+    assert [(s.stream, s.sequence, s.last) for s in got if s.stream == "done"] == [
+        ("done", 0, False), ("done", 1, False), ("done", 2, True)]
+    assert [s.last for s in got if s.stream == "live"] == [False, False]
+    async with started(tmp_path, files=["done/seg2.ts", "done/seg1.ts"], checkpoint=tmp_path / "c") as source:
+        assert [s.last for s in await collect(source)] == [True, False]  # `files` too
 
 
 async def test_files_are_emitted_in_the_order_given_then_run_returns(tmp_path):

@@ -92,6 +92,8 @@ def test_playlist_byte_ranges_keys_and_variants():
     assert a.key.uri == "http://h/live/k.bin" and a.key.iv == bytes(range(16))
     assert c.key is None and c.discontinuity and c.uri == "http://h/live/b/x.ts"
     assert (b.start - a.start).total_seconds() == 2 and playlist.ended
+    assert [s.last for s in playlist.segments] == [False, False, True]  # EXT-X-ENDLIST: the last
+    assert not any(s.last for s in parse(text.replace("#EXT-X-ENDLIST", ""), "http://h/i.m3u8").segments)
     variants = [Variant("lo", 300_000, (320, 180), "avc1"), Variant("hi", 2_000_000, (1280, 720), "avc1"),
                 Variant("audio", 9_000_000, None, "mp4a.40.2")]
     assert [pick_variant(variants, c).uri for c in ("highest", "lowest", "1280x720", "400000")] == \
@@ -354,6 +356,42 @@ async def test_endlist_ends_the_stream_and_once_the_run(server, tmp_path):
     finally:
         await source.close()
     assert [s.sequence for s in emitted] == [0, 1]
+
+
+async def test_an_ended_playlist_marks_exactly_its_last_segment(server, tmp_path):
+    """A VOD-style playlist (EXT-X-ENDLIST from the start): its last segment is the stream's last."""
+    writer = HlsWriter(server.root / "vod", name="vod", **SMALL)
+    for _ in range(3):
+        writer.write_segment()
+    end_stream(writer.playlist)
+    async with running(server.url("vod/vod.m3u8"), tmp_path, once=True) as got:
+        await got.until(lambda s: len(s) >= 3)
+    assert [(s.sequence, s.last) for s in got.segments] == [(0, False), (1, False), (2, True)]
+
+
+async def test_endlist_after_the_last_segment_emits_it_again_marked_last(server, tmp_path):
+    """An encoder that appends EXT-X-ENDLIST in a write of its own, after the source took the
+    last segment: that segment comes again, marked, once; a restart does not repeat it."""
+    writer = HlsWriter(server.root / "cam", name="cam", **SMALL)
+    writer.write_segment()
+    async with running(server.url("cam/cam.m3u8"), tmp_path) as got:
+        await got.until(lambda s: len(s) >= 1)
+        writer.write_segment()
+        await got.until(lambda s: len(s) >= 2)
+        end_stream(writer.playlist)
+        await got.until(lambda s: len(s) >= 3)
+        reloads = server.requests.count("/cam/cam.m3u8")
+        async with asyncio.timeout(10):  # it keeps watching: nothing more
+            while server.requests.count("/cam/cam.m3u8") < reloads + 2:
+                await asyncio.sleep(0.1)
+    assert [(s.sequence, s.last) for s in got.segments] == [(0, False), (1, False), (1, True)]
+    assert got.segments[2].uri == got.segments[1].uri  # the same segment: its detection is replaced
+    async with running(server.url("cam/cam.m3u8"), tmp_path) as again:  # the same checkpoint
+        reloads = server.requests.count("/cam/cam.m3u8")
+        async with asyncio.timeout(10):
+            while server.requests.count("/cam/cam.m3u8") < reloads + 2:
+                await asyncio.sleep(0.1)
+    assert again.segments == []
 
 
 async def test_a_segment_over_the_size_limit_is_an_error_and_not_read(server, tmp_path):

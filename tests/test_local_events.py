@@ -91,3 +91,45 @@ def test_after_every_write_the_table_equals_events_from_the_windows_so_far(tmp_p
     for i, d in enumerate(ds):
         store.write(d)
         assert store.events() == [e.to_dict() for e in derive(all_windows(ds[:i + 1]), settings)], i
+
+
+def ended_stream(rng: random.Random, segments: int = 30) -> list:
+    """`long_stream` whose last segment is marked as the stream's last (EXT-X-ENDLIST)."""
+    ds = long_stream(rng, segments)
+    ds[-1] = ds[-1].model_copy(update={"last": True})
+    return ds
+
+
+def test_the_last_segment_closes_the_stored_event_it_ends(tmp_path):
+    store = LocalStore(tmp_path / "d.db")
+    ds = scripted(ended=True)
+    for d in ds[:-1]:
+        store.write(d)
+    assert [(e["label"], e["state"]) for e in store.events()][-1] == ("walk", "open")
+    old, now = store.write(ds[-1])
+    assert [(o["state"], o["revision"]) for o in old][-1] == ("open", 4)
+    assert [(e.label, e.state, e.revision) for e in now][-1] == ("walk", "closed", 9)
+    assert [e["state"] for e in store.events()] == ["closed"] * 3
+    assert store.query()[-1].last is True  # kept with the detection
+    store.close()
+    assert [e["state"] for e in LocalStore(tmp_path / "d.db").events()] == ["closed"] * 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_an_ended_stream_closes_its_events_whatever_the_order(tmp_path, seed):
+    """Shuffled arrival with redeliveries; every other seed, the last segment arrives first; from
+    seed 3, the stream also ended once in the middle (and started again under its name)."""
+    rng = random.Random(200 + seed)
+    ds = ended_stream(rng)
+    if seed >= 3:  # one run across the first end, which cuts it there
+        ds[14:17] = [detection(n, [("run", 0.9)] * 2, last=n == 15) for n in (14, 15, 16)]
+    settings = EventSettings(max_gap=3.0, min_duration=2.0)
+    store = LocalStore(tmp_path / "d.db", settings)
+    order = ds[:-1] + rng.sample(ds, k=4)
+    rng.shuffle(order)
+    order = [ds[-1]] + order if seed % 2 else order + [ds[-1]]
+    for i, d in enumerate(order):
+        store.write(d)
+        assert store.events() == [e.to_dict() for e in derive(all_windows(order[:i + 1]), settings)], i
+    events = store.events()
+    assert events and {e["state"] for e in events} == {"closed"}

@@ -80,6 +80,9 @@ def test_filters_and_playlists():
     assert entry.start == datetime(2026, 11, 24, 19, 0, 6, tzinfo=timezone.utc)
     assert index.lookup(BUCKET, "live/cam2/seg_00042.ts") is None
     assert index.lookup(BUCKET, "live/cam1/seg_00043.ts") is None  # not guessed
+    assert not entry.last  # a live playlist: no segment is the stream's last
+    index.update(BUCKET, "live/cam1/index.m3u8", PLAYLIST + "#EXT-X-ENDLIST\n")
+    assert [index.lookup(BUCKET, f"live/cam1/seg_0004{n}.ts").last for n in (1, 2)] == [False, True]
 
 
 # -- against moto --------------------------------------------------------------------------------
@@ -197,6 +200,19 @@ async def test_playlists_give_sequence_and_time_and_are_not_classified(aws):
         assert segment.start == datetime(2026, 11, 24, 19, 0, 6, tzinfo=timezone.utc)
         await run.source.ack(segment)
         await eventually(lambda: counts(sqs, queue) == (0, 0))
+
+
+async def test_a_segment_an_ended_playlist_lists_last_is_the_streams_last(aws):
+    s3, sqs, queue = aws
+    s3.put_object(Bucket=BUCKET, Key="live/cam1/index.m3u8", Body=(PLAYLIST + "#EXT-X-ENDLIST\n").encode())
+    await asyncio.sleep(0.2)
+    for n in (41, 42):
+        s3.put_object(Bucket=BUCKET, Key=f"live/cam1/seg_000{n}.ts", Body=b"x")
+    async with Running(source(queue)) as run:
+        got = sorted([await run.next(), await run.next()], key=lambda s: s.sequence)
+        assert [(s.sequence, s.last) for s in got] == [(41, False), (42, True)]
+        for segment in got:
+            await run.source.ack(segment)
 
 
 async def test_a_segment_gone_from_s3_is_a_segment_error(aws):

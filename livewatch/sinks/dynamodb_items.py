@@ -97,6 +97,7 @@ def to_item(d: Detection) -> dict[str, Any]:
                     for w in d.windows] or None,
         "ConcealedFrames": d.concealed_frames or None,
         "Truncated": True if d.truncated else None,
+        "Last": True if d.last else None,  # the stream's last segment (its events close)
     }
     return {k: number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
             for k, v in item.items() if v is not None and v != ""}

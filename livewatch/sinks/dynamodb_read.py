@@ -23,7 +23,7 @@ def to_detection(item: dict[str, Any]) -> Detection:
         model=model, frames=i.get("Frames", []), decode_ms=i.get("DecodeMs"),
         infer_ms=i.get("InferMs"), latency_ms=i.get("LatencyMs"), created_at=i["DateCreatedUTC"],
         error=i.get("Error"), concealed_frames=i.get("ConcealedFrames", 0),
-        truncated=i.get("Truncated", False),
+        truncated=i.get("Truncated", False), last=i.get("Last", False),
         windows=[WindowResult(start=w["Start"], end=w["End"], frames=w["Frames"], label=w["Label"],
                               probability=w["Probability"], thumbnail_uri=w.get("Thumbnail"))
                  for w in i.get("Windows", [])],

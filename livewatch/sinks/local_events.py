@@ -3,7 +3,8 @@ detections land, in the same transaction as their windows (so an event never run
 windows behind it, and a redelivered segment changes nothing).
 
 Each write recomputes only the affected span of its stream: from a little before the new windows
-to the stream's end, widened backwards until no event can reach past the span's start.
+to the stream's end, widened backwards until no event can reach past the span's start. A span
+always reaches the stream's end, so it holds any segment marked `last` that closes its events.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS notified (  -- the revision of each event each consum
 _WINDOWS = """
 SELECT w.uri, w.n, w.stream, w.sequence, w.offset_start, w.offset_end, w.label, w.probability,
        json_extract(d.detection, '$.start') AS segment_start,
-       json_extract(d.detection, '$.duration') AS duration
+       json_extract(d.detection, '$.duration') AS duration,
+       json_extract(d.detection, '$.last') AS last
 FROM windows w JOIN detections d ON d.uri = w.uri
 WHERE w.stream = :stream AND (NOT :pdt OR w.at >= :since_at)
   AND (CASE WHEN :pdt THEN (julianday(w.start) - 2440587.5) * 86400.0
@@ -128,7 +130,8 @@ def _load(db: sqlite3.Connection, stream: str, clock: str, since: float) -> list
                         probability=r["probability"], offset_start=r["offset_start"],
                         offset_end=r["offset_end"], sequence=r["sequence"],
                         segment_start=datetime.fromisoformat(r["segment_start"])
-                        if r["segment_start"] else None, duration=r["duration"])
+                        if r["segment_start"] else None, duration=r["duration"],
+                        last=bool(r["last"]))
             for r in rows]
 
 

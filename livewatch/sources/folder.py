@@ -6,6 +6,11 @@ name must not change when the playlist appears after the first segment). Finding
 stream folders is `watch.py`'s job; which files are complete and in what order they go out is
 `stream.py`'s; `checkpoint.py` keeps what has been acknowledged, so that a restart neither repeats
 nor skips a segment: emitted but unacknowledged segments come again, acknowledged ones never do.
+
+The segment a playlist with EXT-X-ENDLIST lists last is the stream's last (`Segment.last`: its
+events close). That holds when the playlist that first lists it also ends (ffmpeg's hls muxer
+writes both at once); a segment emitted before the playlist gained EXT-X-ENDLIST stays unmarked
+(its stream's last event stays open).
 """
 from __future__ import annotations
 
@@ -172,6 +177,7 @@ class FolderSource(Source):
             sequence=entry.sequence if entry else None,
             start=entry.start if entry else None,
             duration=entry.duration if entry else None,
+            last=entry.last if entry else False,
             ack_handle=AckHandle(key, os.path.basename(path), stat.mtime_ns),
             size=stat.size,
             arrived_at=seen_at,

@@ -100,6 +100,8 @@ class HlsSource(Source):
         self._health: StreamHealth | None = None
         self._ended_logged = False
         self._loaded: MediaPlaylist | None = None
+        #: the segment this process emitted last, while no EXT-X-ENDLIST said it was the last one
+        self._unmarked: str | None = None
 
     @property
     def _limit(self) -> int:
@@ -210,6 +212,7 @@ class HlsSource(Source):
                 log.info("hls source %r: discontinuity before sequence %d", self.instance, segment.sequence)
             try:
                 await emit(await self._segment(segment))
+                self._unmarked = None if segment.last else segment.id
             except http.Unreachable as exc:
                 log.warning("hls source %r: segment %d not fetched (%s); trying again", self.instance,
                             segment.sequence, exc)
@@ -218,6 +221,28 @@ class HlsSource(Source):
                 # from here on, what leaves the window before the next try is a missed range
                 self._follower.next_sequence = segment.sequence
                 return
+        await self._mark_end(playlist, emit)
+
+    async def _mark_end(self, playlist: MediaPlaylist, emit: Emit) -> None:
+        """EXT-X-ENDLIST that came after the stream's last segment went out unmarked (an encoder
+        that ends the playlist in a write of its own): once that segment is acknowledged, emit it
+        again, marked `last`. Its detection replaces the first (the same URI), so the stream's
+        events close; it costs one more classification. Only for a segment this process emitted:
+        after a restart an ended stream's last segment is not classified again."""
+        end = playlist.segments[-1] if playlist.ended and playlist.segments else None
+        if end is None or end.id != self._unmarked or end.id not in self._follower.done:
+            return
+        self._unmarked = None
+        log.info("hls source %r: the playlist ended after segment %d; emitting it again, marked "
+                 "as the stream's last", self.instance, end.sequence)
+        self._follower.taken.add(end.id)
+        try:
+            await emit(await self._segment(end))
+        except http.Unreachable as exc:
+            self._follower.taken.discard(end.id)
+            self._unmarked = end.id  # the next reload tries again
+            log.warning("hls source %r: segment %d not fetched again (%s); trying again",
+                        self.instance, end.sequence, exc)
 
     async def _segment(self, seg: MediaSegment) -> Segment:
         """The segment's bytes in memory, decrypted; one that can never be read is an error
@@ -261,7 +286,7 @@ class HlsSource(Source):
             sequence=seg.sequence, start=seg.start, duration=seg.duration,
             ack_handle=AckHandle(seg.id, seg.sequence, self._follower.epoch),
             size=len(data) if data is not None else None,
-            start_clock="program-date-time" if seg.start else None,
+            start_clock="program-date-time" if seg.start else None, last=seg.last,
         )
 
     def _missed(self, missed: Missed) -> Segment:
@@ -289,6 +314,8 @@ class HlsSource(Source):
     async def release(self, segment: Segment) -> None:
         """Fetch it again at the next reload, if the playlist still lists it."""
         self._follower.taken.discard(segment.ack_handle.id)
+        if segment.last and segment.ack_handle.id in self._follower.done:
+            self._unmarked = segment.ack_handle.id  # emitted again to mark it: that again too
 
 
 class NoVideo(Exception):

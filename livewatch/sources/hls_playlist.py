@@ -6,7 +6,7 @@ key URIs and variant URIs come back absolute (resolved against the playlist's ow
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urljoin
 
@@ -35,6 +35,7 @@ class MediaSegment:
     discontinuity: bool
     byterange: tuple[int, int] | None  # (offset, length) in the resource at `uri`
     key: Key | None  # None or METHOD=NONE: clear
+    last: bool = False  # the stream's last: the playlist lists it last and has EXT-X-ENDLIST
 
     @property
     def id(self) -> str:
@@ -111,7 +112,10 @@ def _media(playlist: m3u8.M3U8, url: str) -> MediaPlaylist:
                 key=_key(seg.key, url),
             )
         )
-    return MediaPlaylist(segments, float(playlist.target_duration or 10), first, bool(playlist.is_endlist))
+    ended = bool(playlist.is_endlist)
+    if ended and segments:
+        segments[-1] = replace(segments[-1], last=True)
+    return MediaPlaylist(segments, float(playlist.target_duration or 10), first, ended)
 
 
 def _key(key, url: str) -> Key | None:

@@ -20,20 +20,24 @@ class Entry:
     sequence: int
     start: datetime | None
     duration: float | None
+    last: bool = False  # the stream's last: listed last by a playlist that has EXT-X-ENDLIST
 
 
 def parse_playlist(text: str, folder: str) -> dict[str, Entry] | None:
     """The segments a media playlist's `text` lists that lie in `folder` itself (a path, or an S3
     key prefix; "/"-separated), by file name, in playlist order; None for a master (variant)
-    playlist. Raises ValueError for a text that is not a playlist."""
+    playlist. The playlist's last segment is `last` when it has EXT-X-ENDLIST. Raises ValueError
+    for a text that is not a playlist."""
     playlist = m3u8.loads(text)
     if playlist.is_variant:
         return None
     entries: dict[str, Entry] = {}
-    for seg in playlist.segments:
+    listed = [seg for seg in playlist.segments if seg.uri]
+    for n, seg in enumerate(listed):
         name = _name_in(folder, seg.uri)
         if name is not None:
-            entries[name] = Entry(seg.media_sequence, _aware(seg.current_program_date_time), seg.duration)
+            entries[name] = Entry(seg.media_sequence, _aware(seg.current_program_date_time),
+                                  seg.duration, last=playlist.is_endlist and n == len(listed) - 1)
     return entries
 
 

@@ -201,6 +201,7 @@ class S3EventsSource(Source):
             sequence=entry.sequence if entry else None,
             start=entry.start if entry else None,
             duration=entry.duration if entry else None,
+            last=entry.last if entry else False,
             ack_handle=handle,
             size=record.size,
             arrived_at=seen_at,

@@ -3,7 +3,9 @@ date-time, duration), so the `s3-events` source can fill them in. Parsing only; 
 
 Only a segment that the playlist lists gets its values: an encoder writes a segment before the
 playlist that lists it, so a segment seen first gets none (it is not guessed: a guess that differs
-from the playlist's value on redelivery would give the same segment another time).
+from the playlist's value on redelivery would give the same segment another time). Likewise a
+segment is the stream's last (`Entry.last`) only when the playlist read before it has
+EXT-X-ENDLIST and lists it last.
 """
 from __future__ import annotations
 

@@ -207,8 +207,10 @@ def test_the_fleet_configuration_with_sagemaker_survives_a_dynamodb_outage(
     ddb = boto3.client("dynamodb", endpoint_url=dynalite.endpoint_url)
     make_table(ddb)
     topic = boto3.client("sns").create_topic(Name="livewatch-events")["TopicArn"]
+    s3.create_bucket(Bucket="artifacts")  # the storage stack's: the endpoint writes thumbnails there
     fleet = dict(daemon_environment(queue_url=queue, endpoint_name=ENDPOINT_NAME, table_name=TABLE,
-                                     topic_arn=topic, workers="1", region="us-east-1"))
+                                     topic_arn=topic, artifact_bucket="artifacts", workers="1",
+                                     region="us-east-1"))
     env = {**aws_env, **fleet, "PYTHONUNBUFFERED": "1",
            # the emulators, the way AWS tools are pointed at endpoints, per service
            "AWS_ENDPOINT_URL_DYNAMODB": dynalite.endpoint_url,
@@ -234,6 +236,12 @@ def test_the_fleet_configuration_with_sagemaker_survives_a_dynamodb_outage(
         assert item["Predicted"] in TEST_CLASSES and item["Model"] == "tiny-i3d" and "Error" not in item
         assert float(item["Probability"]) > 0 and item["Stream"] == "cam1"
         assert sagemaker_endpoint.requests == [ENDPOINT_NAME]  # classified by the endpoint
+        # the endpoint wrote each window's thumbnail under the artifact bucket's prefix
+        thumbnails = [w["M"]["Thumbnail"]["S"] for w in item["Windows"]]
+        assert thumbnails and all(t.startswith("s3://artifacts/thumbnails/") for t in thumbnails)
+        for uri in thumbnails:
+            jpeg = s3.get_object(Bucket="artifacts", Key=uri.removeprefix("s3://artifacts/"))
+            assert jpeg["Body"].read()[:2] == b"\xff\xd8"  # a JPEG
 
         # DynamoDB goes away. By default (daemon.sink_retries unset) the daemon holds the
         # classified segment and retries its write; the other waits in the queue: nothing is

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from .contract import Detection
-from .daemon import classify_segment
+from .delivery import classify_segment
 from .errors import TransientError
 from .output import formatter_for
 from .segment_files import file_segment

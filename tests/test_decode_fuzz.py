@@ -18,7 +18,7 @@ import pytest
 
 from livewatch.components import Classifier
 from livewatch.contract import Segment
-from livewatch.daemon import classify_segment
+from livewatch.delivery import classify_segment
 from livewatch.model.artifacts import ModelArtifact, ModelMeta
 from livewatch.model.i3d_classifier import I3DOptions, describe, prepare
 from livewatch.model.loaded_model import LoadedModel

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from livewatch.contract import Segment
+from livewatch.delivery import classify_segment
 from livewatch.errors import ModelError, SegmentError
-from livewatch.daemon import classify_segment
 from livewatch.model.i3d_classifier import I3DClassifier
 from livewatch.model.preprocess import to_tensor
 from livewatch.model.video import decode_segment

@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from livewatch.contract import Segment
-from livewatch.daemon import classify_segment
+from livewatch.delivery import classify_segment
 from livewatch.errors import ConfigError, SegmentError, TransientError
 from livewatch.model.i3d_classifier import I3DClassifier, I3DOptions
 from livewatch.model.sagemaker_classifier import SageMakerClassifier, SageMakerOptions

@@ -13,7 +13,7 @@ livewatch.testing.strict`` makes a run fail when a test was skipped in CI (`stri
 HTTP fronts over an emulator that stage what it never does, over real HTTP (imported
 explicitly): DynamoDB's UnprocessedItems (`front.AwsFront`), CloudFormation's slow stack
 statuses and events (`cloudformation.CloudFormationFront`), a slow SageMaker endpoint
-(`serving.EndpointFront.slow`).
+(`serving.EndpointFront.slow`); the threaded server and pass-through they share: `http_front`.
 """
 from .doubles import ListSource, RecordingSink, fake_segment
 

@@ -11,18 +11,15 @@ resource with its reason.
 from __future__ import annotations
 
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .aws import free_port
-
-_HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "expect"}
+from .http_front import FrontHandler, HttpFront
 
 
-class CloudFormationFront:
+class CloudFormationFront(HttpFront):
+    thread_name = "cfn-front"
+
     def __init__(self, upstream: str, *, timeout: float = 30.0):
         self.upstream, self.timeout = upstream.rstrip("/"), timeout
         self.actions: list[str] = []
@@ -33,13 +30,7 @@ class CloudFormationFront:
         self._armed = False
         self._failure: tuple[str, str, str] | None = None
         self._events: list[str] = []  # staged <member> elements, newest first
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
-        self.server.daemon_threads = True
-
-    @property
-    def endpoint_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__()
 
     def stage(self, statuses: list[str], *, after: str | None = "CreateStack",
               until: str | None = None, failure: tuple[str, str, str] | None = None) -> None:
@@ -50,20 +41,6 @@ class CloudFormationFront:
         with self._lock:
             self._statuses, self._armed_by, self._until = list(statuses), after, until
             self._armed, self._failure, self._events = after is None, failure, []
-
-    def start(self) -> "CloudFormationFront":
-        threading.Thread(target=self.server.serve_forever, name="cfn-front", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> "CloudFormationFront":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- staging ---------------------------------------------------------------------------------
 
@@ -120,33 +97,15 @@ class CloudFormationFront:
     def _handler(self):
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(FrontHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 action = urllib.parse.parse_qs(body.decode()).get("Action", [""])[0]
                 front._before(action)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                request = urllib.request.Request(front.upstream + self.path, data=body, method="POST",
-                                                 headers=headers)
-                try:
-                    with urllib.request.urlopen(request, timeout=front.timeout) as response:
-                        status, answer, reply = response.status, response.read(), response.headers
-                except urllib.error.HTTPError as exc:
-                    status, answer, reply = exc.code, exc.read(), exc.headers
+                status, answer, reply = self.forward(front.upstream + self.path, body, front.timeout)
                 if status == 200:
                     front._after(action)
                     answer = front._rewrite(action, answer.decode()).encode()
-                self.send_response(status)
-                for k, v in dict(reply).items():
-                    if k.lower() not in _HOP_BY_HOP and k.lower() not in ("date", "server"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.send_back(status, answer, reply)
 
         return Handler

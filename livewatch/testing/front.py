@@ -12,49 +12,26 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .aws import free_port
-
-_HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "expect"}
+from .http_front import FrontHandler, HttpFront
 
 
-class AwsFront:
+class AwsFront(HttpFront):
+    thread_name = "aws-front"
+
     def __init__(self, upstream: str, *, timeout: float = 30.0):
         self.upstream, self.timeout = upstream.rstrip("/"), timeout
         self.targets: list[str] = []  # X-Amz-Target of each JSON-protocol call, in order
         self.batch_sizes: list[int] = []
         self._unprocessed: list[int] = []  # items to keep, per staged BatchWriteItem call
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
-        self.server.daemon_threads = True
-
-    @property
-    def endpoint_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__()
 
     def unprocess(self, calls: int, keep: int = 0) -> None:
         """The next `calls` BatchWriteItem calls write only their first `keep` items and return
         the rest as UnprocessedItems, as DynamoDB does when a partition is throttled."""
         with self._lock:
             self._unprocessed = [keep] * calls
-
-    def start(self) -> "AwsFront":
-        threading.Thread(target=self.server.serve_forever, name="aws-front", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> "AwsFront":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def _stage(self, target: str, body: bytes) -> tuple[bytes, dict]:
         """(the body to forward, the UnprocessedItems to add to the answer)."""
@@ -78,37 +55,20 @@ class AwsFront:
     def _handler(self):
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(FrontHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 target = self.headers.get("X-Amz-Target", "")
                 if target:
                     front.targets.append(target)
                 body, unprocessed = front._stage(target, body)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 if unprocessed and not json.loads(body)["RequestItems"]:
                     status, answer, reply_headers = 200, b"{}", {"Content-Type": "application/x-amz-json-1.0"}
                 else:
-                    request = urllib.request.Request(front.upstream + self.path, data=body,
-                                                     method="POST", headers=headers)
-                    try:
-                        with urllib.request.urlopen(request, timeout=front.timeout) as response:
-                            status, answer, reply_headers = response.status, response.read(), response.headers
-                    except urllib.error.HTTPError as exc:
-                        status, answer, reply_headers = exc.code, exc.read(), exc.headers
+                    status, answer, reply_headers = self.forward(front.upstream + self.path, body,
+                                                                 front.timeout)
                 if unprocessed and status == 200:
                     answer = json.dumps({**json.loads(answer or b"{}"), "UnprocessedItems": unprocessed}).encode()
-                self.send_response(status)
-                for k, v in dict(reply_headers).items():
-                    if k.lower() not in _HOP_BY_HOP and k.lower() not in ("x-amz-crc32", "date", "server"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.send_back(status, answer, reply_headers, drop=("x-amz-crc32", "date", "server"))
 
         return Handler

@@ -44,12 +44,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from .aws import fake_aws_env, free_port
+from .aws import fake_aws_env
+from .http_front import FrontHandler, HttpFront
 from .processes import stop_process_group
 from .strict import require
 
@@ -195,9 +195,11 @@ class ModelServer:
         self.stop()
 
 
-class EndpointFront:
+class EndpointFront(HttpFront):
     """The SageMaker runtime's InvokeEndpoint (and DescribeEndpoint) for `endpoints`, each
     forwarding to a model server's ``/invocations`` (see the module doc)."""
+
+    thread_name = "endpoint-front"
 
     def __init__(self, endpoints: dict[str, str], *, timeout: float = 70.0):
         self.endpoints = dict(endpoints)  # name -> model server URL
@@ -207,15 +209,8 @@ class EndpointFront:
         self._delays: list[float] = []  # seconds to hold each of the next invocations
         self._released = threading.Event()  # set by stop(): held requests give up at once
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler())
-        self.server.daemon_threads = True
-        self._thread: threading.Thread | None = None
         self.model_server: ModelServer | None = None  # set by the fixture, for its logs
-
-    @property
-    def endpoint_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__()
 
     def throttle(self, count: int) -> None:
         """Answer the next `count` invocations with 429 ThrottlingException (0: stop failing)."""
@@ -242,32 +237,14 @@ class EndpointFront:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
 
-    def start(self) -> "EndpointFront":
-        self._thread = threading.Thread(target=self.server.serve_forever, name="endpoint-front",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         self._released.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> "EndpointFront":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().stop()
 
     def _handler(self):
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(FrontHandler):
             def _reply(self, status: int, body: bytes, content_type: str = "application/json",
                        headers: dict[str, str] | None = None) -> None:
                 try:
@@ -291,7 +268,7 @@ class EndpointFront:
                             "application/json", {"x-amzn-ErrorType": code})
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 target = self.headers.get("X-Amz-Target", "")
                 if self.path == "/" and target.startswith("SageMaker."):
                     return self._control_plane(target.split(".", 1)[1], body)

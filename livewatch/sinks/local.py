@@ -128,24 +128,11 @@ class LocalStore:
         limit: int | None = None,
     ) -> list[Detection]:
         """Detections in time order (oldest first); `limit` keeps the newest ones."""
-        where, args = [], []
-        if stream:
-            where.append("stream = ?")
-            args.append(stream)
-        if since:
-            where.append("at >= ?")
-            args.append(iso_utc(since))
-        if until:
-            where.append("at < ?")
-            args.append(iso_utc(until))
+        where, args = _stream_and_time(stream, since, until)
         if errors_only:
             where.append("error IS NOT NULL")
-        sql = "SELECT detection FROM detections"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY at DESC, sequence DESC, uri DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+        sql = _select("SELECT detection FROM detections", where,
+                      "at DESC, sequence DESC, uri DESC", limit)
         rows = self.db.execute(sql, args).fetchall()
         return [Detection.model_validate(json.loads(r["detection"])) for r in reversed(rows)]
 
@@ -159,28 +146,15 @@ class LocalStore:
         """Windows in time order (oldest first), as rows of the windows table; `since`/`until`
         compare with their absolute start (the segment's time where that is unknown); `limit`
         keeps the newest ones."""
-        where, args = [], []
-        if stream:
-            where.append("stream = ?")
-            args.append(stream)
-        if since:
-            where.append("at >= ?")
-            args.append(iso_utc(since))
-        if until:
-            where.append("at < ?")
-            args.append(iso_utc(until))
-        sql = "SELECT * FROM windows"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY at DESC, offset_start DESC, uri DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+        where, args = _stream_and_time(stream, since, until)
+        sql = _select("SELECT * FROM windows", where, "at DESC, offset_start DESC, uri DESC", limit)
         return [dict(r) for r in reversed(self.db.execute(sql, args).fetchall())]
 
     def thumbnail(self, uri: str, n: int) -> bytes | None:
         """The JPEG of window `n` of segment `uri`, if stored."""
         row = self.db.execute("SELECT jpeg FROM thumbnails WHERE uri = ? AND n = ?", (uri, n)).fetchone()
         return bytes(row["jpeg"]) if row else None
+
     def events(self, stream: str | None = None, since: datetime | None = None,
                until: datetime | None = None, label: str | None = None,
                limit: int | None = None) -> list[dict]:
@@ -308,3 +282,21 @@ class LocalSink(Sink):
 @hookimpl
 def register_sinks(register):
     register(LocalSink)
+
+
+def _stream_and_time(stream: str | None, since: datetime | None,
+                     until: datetime | None) -> tuple[list[str], list]:
+    """WHERE terms (and their arguments) for a stream and an `at` range, `until` exclusive."""
+    where, args = [], []
+    for term, value in (("stream = ?", stream), ("at >= ?", since and iso_utc(since)),
+                        ("at < ?", until and iso_utc(until))):
+        if value:
+            where.append(term)
+            args.append(value)
+    return where, args
+
+
+def _select(select: str, where: list[str], order: str, limit: int | None) -> str:
+    """`select` with its WHERE terms, newest first by `order`, at most `limit` rows."""
+    sql = select + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    return sql + (f" LIMIT {int(limit)}" if limit else "")

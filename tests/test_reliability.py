@@ -53,12 +53,12 @@ def write_audio_only(path: Path) -> Path:
     return path
 
 
-def write_mpeg2(path: Path, frames: int = 50) -> Path:
-    """A valid MPEG-TS video, but MPEG-2 video: not a codec HLS carries."""
-    with av.open(str(path), "w", format="mpegts") as out:
-        stream = out.add_stream("mpeg2video", rate=Fraction(25))
+def write_noise(path: Path, container: str, codec: str, frames: int, seed: int) -> Path:
+    """`frames` of 320x180 noise at 25 fps, encoded with `codec` into `container`."""
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=Fraction(25))
         stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (180, 320, 3), np.uint8),
                                                format="rgb24")
@@ -66,21 +66,16 @@ def write_mpeg2(path: Path, frames: int = 50) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
+
+
+def write_mpeg2(path: Path, frames: int = 50) -> Path:
+    """A valid MPEG-TS video, but MPEG-2 video: not a codec HLS carries."""
+    return write_noise(path, "mpegts", "mpeg2video", frames, seed=0)
 
 
 def write_matroska(path: Path, frames: int = 30) -> Path:
     """Valid H.264 video in a Matroska container (an encoder set to the wrong muxer)."""
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
-        rng = np.random.default_rng(1)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (180, 320, 3), np.uint8),
-                                               format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return write_noise(path, "matroska", "libx264", frames, seed=1)
 
 
 class DeletingSink(Sink):

@@ -216,17 +216,14 @@ async def test_the_endpoint_writes_a_thumbnail_per_window_that_the_ui_serves(fro
     them, and `livewatch ui --dynamodb` serves them from S3. Off (the default), nothing is written;
     a bucket the endpoint cannot write to costs the thumbnails, never the classification."""
     import io
-    import subprocess
     from urllib.parse import urlencode
 
     import numpy as np
     from PIL import Image
 
     from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
-    from livewatch.testing.aws import free_port
-    from livewatch.testing.daemon_process import LIVEWATCH
     from test_dynamodb_sink import make_table
-    from test_ui_command import get_json
+    from test_ui_command import ui_server
     from test_ui_dynamodb import get
 
     s3 = boto3.client("s3")
@@ -263,19 +260,10 @@ async def test_the_endpoint_writes_a_thumbnail_per_window_that_the_ui_serves(fro
     [item] = [i for i in boto3.client("dynamodb").scan(TableName=table)["Items"]
               if "Kind" not in i]  # the segment's item; the sink also keeps its events
     assert [w["M"]["Thumbnail"]["S"] for w in item["Windows"]["L"]] == [f"s3://artifacts/{k}" for k in keys]
-    port = free_port()
-    proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],
-                            cwd=tmp_path, env={**os.environ, **aws_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}/ui/api"
-        get_json(f"{base}/streams", time.monotonic() + 60, proc)  # up
+    with ui_server(["--dynamodb", table], tmp_path, {**os.environ, **aws_env}) as base:
         for n, jpeg in enumerate(jpegs):
             assert get(f"{base}/thumbnail?" + urlencode({"uri": segment.uri, "n": n})) == (
                 200, "image/jpeg", jpeg)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
     off = upload(videos[1], "live/cam1/off.ts")
     for options in ({}, {"thumbnails": False, "thumbnails_bucket": "artifacts"}):

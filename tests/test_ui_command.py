@@ -1,9 +1,12 @@
 """``livewatch ui --store PATH``: the page over a store without a daemon, as a user starts it."""
+import contextlib
 import json
 import os
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
+from typing import Iterator
 
 from livewatch.sinks.local import LocalStore
 from livewatch.testing.aws import free_port
@@ -21,6 +24,21 @@ def get_json(url: str, deadline: float, proc: subprocess.Popen) -> dict:
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, f"{url} never answered"
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def ui_server(args: list[str], cwd: Path, env: dict) -> Iterator[str]:
+    """`livewatch ui ARGS` on a free loopback port, up; yields its API's base URL."""
+    port = free_port()
+    proc = subprocess.Popen([LIVEWATCH, "ui", *args, "--listen", f"127.0.0.1:{port}"], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}/ui/api"
+        get_json(f"{base}/streams", time.monotonic() + 60, proc)  # up
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_ui_command_serves_a_store(tmp_path):

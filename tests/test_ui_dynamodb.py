@@ -4,7 +4,6 @@ import io
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlencode
@@ -20,12 +19,11 @@ from livewatch.components import DetectionQuery
 from livewatch.errors import ConfigError
 from livewatch.model.thumbnails import window_thumbnails
 from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
-from livewatch.testing.aws import free_port
 from livewatch.testing.daemon_process import LIVEWATCH
 
 from test_dynamodb_sink import make_table
 from test_ui_api import detection
-from test_ui_command import get_json
+from test_ui_command import ui_server
 
 
 async def test_ui_over_the_results_table(aws_env, moto_server, tmp_path):
@@ -53,22 +51,14 @@ async def test_ui_over_the_results_table(aws_env, moto_server, tmp_path):
     finally:
         await reader.close()
 
-    port = free_port()
-    proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],
-                            cwd=tmp_path, env={**os.environ, **aws_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}/ui/api"
-        streams = get_json(f"{base}/streams", time.monotonic() + 60, proc)["streams"]
+    with ui_server(["--dynamodb", table], tmp_path, {**os.environ, **aws_env}) as base:
+        streams = api_json(f"{base}/streams")["streams"]
         assert [(s["stream"], s["counts"]["detections"], s["health"]) for s in streams] == [
             ("cam", 4, "error"), ("door", 1, "ok")]
-        errors = get_json(f"{base}/errors?stream=cam", time.monotonic() + 10, proc)["errors"]
+        errors = api_json(f"{base}/errors?stream=cam")["errors"]
         assert [e["error"] for e in errors] == ["cannot decode: no video stream"]
-        windows = get_json(f"{base}/windows?stream=door", time.monotonic() + 10, proc)["windows"]
+        windows = api_json(f"{base}/windows?stream=door")["windows"]
         assert [w["label"] for w in windows] == ["open", "run"]
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
     # the same reading serves `livewatch detections` where the dynamodb sink is configured
     (tmp_path / "livewatch.toml").write_text(f'[[sinks]]\ntype = "dynamodb"\ntable = "{table}"\n')
@@ -122,22 +112,18 @@ async def test_ui_serves_the_thumbnails_the_items_name_from_s3(aws_env, moto_ser
     finally:
         await missing.close()
 
-    port = free_port()
-    proc = subprocess.Popen([LIVEWATCH, "ui", "--dynamodb", table, "--listen", f"127.0.0.1:{port}"],
-                            cwd=tmp_path, env={**os.environ, **aws_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}/ui/api"
-        get_json(f"{base}/streams", time.monotonic() + 60, proc)  # up
+    with ui_server(["--dynamodb", table], tmp_path, {**os.environ, **aws_env}) as base:
         status, content_type, body = get(f"{base}/thumbnail?" + urlencode({"uri": with_thumbs.uri, "n": 1}))
         assert (status, content_type, body) == (200, "image/jpeg", jpegs[1])
         image = np.asarray(Image.open(io.BytesIO(body)))
         assert image.shape == (64, 96, 3) and image.mean(axis=(0, 1)).argmax() == 1  # green
         for uri, n in ((odd.uri, 0), (odd.uri, 1), (without.uri, 0), (with_thumbs.uri, 2)):
             assert get(f"{base}/thumbnail?" + urlencode({"uri": uri, "n": n}))[0] == 404, (uri, n)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+
+
+def api_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
 
 
 def get(url: str) -> tuple[int, str, bytes]:

@@ -78,6 +78,18 @@ def answers(url: str) -> bool:
         return False
 
 
+def open_overview(browser, port: int, stream: str):
+    """The overview in a laptop-sized page, once `stream`'s card is on it; every dialog the page
+    opens (an injected script's alert would) is recorded and dismissed."""
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"http://127.0.0.1:{port}/")
+    card = page.locator(f'li.card[data-stream="{stream}"]')
+    card.wait_for(timeout=10_000)
+    return page, dialogs, card
+
+
 def test_the_page_shows_a_live_stream_as_text(tmp_path, tiny_i3d_dir, browser):
     live, db, port = tmp_path / "live", tmp_path / "detections.db", free_port()
     model = xss_model(tiny_i3d_dir, tmp_path / "xss-model")
@@ -108,12 +120,7 @@ path = "{db}"
     daemon = RunningDaemon(tmp_path, config)
     try:
         wait_for(lambda: len(store_rows(db)) == 3, daemon)
-        page = browser.new_page(viewport={"width": 1100, "height": 700})
-        dialogs = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(f"http://127.0.0.1:{port}/")
-        card = page.locator('li.card[data-stream="cam"]')
-        card.wait_for(timeout=10_000)
+        page, dialogs, card = open_overview(browser, port, "cam")
         page.get_by_text("live", exact=True).wait_for(timeout=10_000)
         assert "3 classified" in card.inner_text()
 
@@ -224,12 +231,7 @@ def test_the_page_over_the_results_table(tmp_path, aws_env, moto_server, browser
         while not answers(f"http://127.0.0.1:{port}/ui/"):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
             time.sleep(0.1)
-        page = browser.new_page(viewport={"width": 1100, "height": 700})
-        dialogs = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(f"http://127.0.0.1:{port}/")
-        card = page.locator('li.card[data-stream="cam"]')
-        card.wait_for(timeout=10_000)
+        page, dialogs, card = open_overview(browser, port, "cam")
         assert "3 classified, 1 errors" in card.inner_text() and "error" in card.get_attribute("class")
         card.get_by_role("link", name="cam").click()
         bands = page.locator("#timeline .band")

@@ -370,6 +370,9 @@ def _soak(daemon: Daemon, stream: Stream, segs: list[Path], n: int, say) -> dict
         "rss_mib_after": {str(k): rss[k - 1] for k in (1, warm, n // 2, n) if k >= 1},
         "rss_mib_max": max(rss),
         "growth_mib_after_warmup": round(rss[-1] - rss[warm - 1], 1) if warm >= 1 else 0.0,
+        # With several workers a sample may fall with a segment's frames held or not: compare
+        # the highest of each half past warm-up (a leak raises the second), not two samples.
+        "rss_mib_max_halves": [max(tail[: len(tail) // 2] or tail), max(tail[len(tail) // 2:] or tail)],
         "slope_mib_per_100": round(slope, 2),
         "segments_per_s": (n - 1) / (times[-1] - times[0]) if n > 1 else None,
         "seconds": time.time() - started,

@@ -113,7 +113,8 @@ class I3DOptions(Options):
     decode_threads: int = Field(
         1, ge=0, description="threads that decode segments while the model thread runs the "
         "forward pass of another (with daemon.workers >= 2); 0: decode on the model thread, one "
-        "segment after the other (a single core gains nothing from overlapping)"
+        "segment after the other (`make bench`: about as fast on 2 cores, where both paths keep "
+        "the cores busy)"
     )
     thumbnails: bool = Field(
         True, description="keep a small JPEG of each window's middle frame (from the frames "

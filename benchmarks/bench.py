@@ -21,8 +21,10 @@ request, on the same segment files, so a change in the machine's load falls on a
 Then the OpenVINO phase (`benchmarks.openvino_bench`, ``--only-openvino`` for it alone): fused
 MXNet fp32 against OpenVINO fp32 / bf16 / int8, forward pass and agreement.
 
-Then the forward pass alone against the machine's matrix-multiply rate, and the real daemon
-(`benchmarks.daemon_run`). Writes ``benchmarks/results/latest.json`` and prints a table.
+Then the forward pass alone against the machine's matrix-multiply rate, the real daemon
+(`benchmarks.daemon_run`), and whole ``cover`` segments through it with decoding overlapped with
+the forward pass or not (`benchmarks.daemon_throughput`; alone: ``python -m
+benchmarks.daemon_throughput --quick``). Writes ``benchmarks/results/latest.json`` and prints a table.
 ``benchmarks/results/`` and ``benchmarks/.cache/`` (segments, models) are not versioned: results
 belong to the machine and the moment they were measured on; the run the README quotes is kept as
 ``benchmarks/reference-run.json``.
@@ -39,7 +41,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import daemon_run, openvino_bench, report
+from . import daemon_run, daemon_throughput, openvino_bench, report
 from .machine import cpu_info, load_average
 from .media import PROFILES, RESOLUTIONS, SEGMENT_SECONDS, ensure_media
 from .worker import ROOT, Worker
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-daemon", action="store_true", help="skip the daemon run")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backend")
     parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO phase")
+    parser.add_argument("--no-throughput", action="store_true",
+                        help="skip whole segments through the daemon, overlapped or not "
+                        "(`benchmarks.daemon_throughput`)")
     parser.add_argument("--only-openvino", action="store_true",
                         help="only the OpenVINO phase (forward pass and agreement, issue 17)")
     parser.add_argument("--no-int8", action="store_true",
@@ -167,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         results["batching"] = daemon_run.batching(
             args.cache / "batching", model_dir, media[profiles[0]], segments=4 if args.quick else 8,
             rounds=1 if args.quick else 2, say=say)
+    if not args.no_daemon and not args.only_openvino and not args.no_throughput and openvino:
+        say("daemon throughput: whole segments (cover), decoding overlapped with the forward pass or not")
+        results["throughput"] = daemon_throughput.run(
+            args.cache, resolutions=[n for n in names if n != "360p"] or names,
+            segments=6 if args.quick else 8, rounds=2 if args.quick else 3,
+            soak=30 if args.quick else soak, say=say)
     results["load_end"] = load_average()
     results["seconds"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.render(results) + "\n")
     if "openvino" in results:
         print(openvino_bench.render(results["openvino"]))
+    if "throughput" in results:
+        print("\n" + daemon_throughput.render(results["throughput"]))
     shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
     print(f"\nresults: {shown}  ({results['seconds']:.0f} s)")
     return 0

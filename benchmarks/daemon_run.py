@@ -78,8 +78,11 @@ class Stream:
 
 class Daemon:
     def __init__(self, workdir: Path, model_dir: Path, workers: int = 1, max_batch: int = 1,
-                 backend: str = "mxnet"):
+                 backend: str = "mxnet", classifier: dict | None = None, env: dict | None = None):
+        """`classifier`: more ``[classifier]`` options (e.g. ``decode_threads``,
+        ``backend_options``); `env`: more environment for the daemon's process."""
         self.workdir = workdir
+        self.env = env or {}
         self.live = workdir / "live"
         self.db = workdir / "detections.db"
         self.log_path = workdir / "daemon.log"
@@ -96,7 +99,7 @@ model = "{model_dir}"
 top_k = 5
 max_batch = {max_batch}
 backend = "{backend}"
-
+{_toml(classifier or {})}
 [[sources]]
 type = "folder"
 path = "{self.live}"
@@ -122,7 +125,7 @@ format = "json"
         self.proc = subprocess.Popen(
             [LIVEWATCH, "run", "--config", str(self.config)], cwd=self.workdir,
             stdout=open(self.workdir / "stdout.jsonl", "w"), stderr=open(self.log_path, "w"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         self._wait(lambda: "watching " in self.log_path.read_text(), timeout)
         return time.perf_counter() - t
@@ -185,6 +188,16 @@ format = "json"
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+def _toml(options: dict) -> str:
+    """``key = value`` lines (a dict as an inline table) for the daemon's config file."""
+    def value(v) -> str:
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return json.dumps(v)
+
+    return "".join(f"{k} = {value(v)}\n" for k, v in options.items())
 
 
 def run(workdir: Path, model_dir: Path, media: dict[str, list[Path]], *, latency: int = 3,
@@ -357,6 +370,9 @@ def _soak(daemon: Daemon, stream: Stream, segs: list[Path], n: int, say) -> dict
         "rss_mib_after": {str(k): rss[k - 1] for k in (1, warm, n // 2, n) if k >= 1},
         "rss_mib_max": max(rss),
         "growth_mib_after_warmup": round(rss[-1] - rss[warm - 1], 1) if warm >= 1 else 0.0,
+        # With several workers a sample may fall with a segment's frames held or not: compare
+        # the highest of each half past warm-up (a leak raises the second), not two samples.
+        "rss_mib_max_halves": [max(tail[: len(tail) // 2] or tail), max(tail[len(tail) // 2:] or tail)],
         "slope_mib_per_100": round(slope, 2),
         "segments_per_s": (n - 1) / (times[-1] - times[0]) if n > 1 else None,
         "seconds": time.time() - started,

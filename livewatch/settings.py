@@ -47,7 +47,8 @@ class DaemonSettings(BaseModel):
 
     workers: int = Field(
         1, ge=1, description="classifier workers: segments in classification at once (the i3d "
-        "classifier runs them through its one model thread in turn, or batched: its max_batch)"
+        "classifier decodes the next while its model thread runs one's forward pass; 2 lets it "
+        "overlap them; more batch them: its max_batch)"
     )
     queue_size: int = Field(
         4, ge=1, description="segments waiting for a worker; a full queue stops the sources pulling"

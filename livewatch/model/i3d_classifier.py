@@ -1,7 +1,19 @@
 """The built-in ``i3d`` classifier: decode, preprocess and run the I3D model in this process.
 
-All of a classifier's blocking work, model loading included, runs in one thread it owns, so the
-event loop never waits on MXNet and MXNet is only ever called from one thread.
+Threads: the model is loaded and run in one thread the classifier owns (the *model thread*), so
+the event loop never waits on the runtime and MXNet is only ever called from one thread.
+Segments are decoded, preprocessed and thumbnailed in a second pool, ``decode_threads`` threads
+(default 1), so segment N+1 decodes while segment N is in its forward pass (with
+``daemon.workers`` >= 2 to have a segment N+1). ``decode_threads = 0`` decodes on the model
+thread instead, one segment after the other: the serial path, for a single core.
+
+Memory stays bounded without a queue of its own: each `classify` call holds its one segment's
+frames and tensor from its decode until its detection, and the daemon makes at most
+``daemon.workers`` calls at once; at most ``decode_threads`` of them decode at a time. Thread
+budget on 2 cores: the runtime's threads (``threads``, default every core) plus one decoder
+thread and its scaler thread (`video.py`: FFmpeg's decoder single-threaded, frames scaled beside
+it); the OS shares the cores between them while both run (`benchmarks/daemon_throughput.py`
+measures what that costs and buys).
 
 Windows (``windows``): a segment is decoded once, in order, into its windows (`video.decode_segment`),
 and all of them go through the network as one batch; the segment's labels are the mean of the
@@ -13,8 +25,13 @@ network together, up to ``max_batch`` segments (each with all its windows) per f
 outstanding, so a lone segment never waits for company; a batched one waits for the decodes queued
 beside it. Off by default: on a 2-core CPU a batch of 4 costs about what 4 single passes do.
 
-MXNet (~1.5 s to import) is imported only in that thread, when the model loads: this module is
-imported by every ``livewatch`` command through the plugin manager.
+Fates: whatever fails while decoding is the segment's (`SegmentError`), except reading it
+(OSError), memory (MemoryError) and transient errors; whatever fails in the forward pass is
+transient (the model's). `close` cancels the forward passes it owns, answers every waiting
+caller with cancellation and shuts both pools down.
+
+MXNet (~1.5 s to import) is imported only in the model thread, when the model loads: this module
+is imported by every ``livewatch`` command through the plugin manager.
 """
 from __future__ import annotations
 
@@ -93,6 +110,12 @@ class I3DOptions(Options):
         MAX_SECONDS, gt=0, description="a longer segment is an error detection, refused before "
         "decoding"
     )
+    decode_threads: int = Field(
+        1, ge=0, description="threads that decode segments while the model thread runs the "
+        "forward pass of another (with daemon.workers >= 2); 0: decode on the model thread, one "
+        "segment after the other (`make bench`: about as fast on 2 cores, where both paths keep "
+        "the cores busy)"
+    )
     thumbnails: bool = Field(
         True, description="keep a small JPEG of each window's middle frame (from the frames "
         "already decoded) for the web page; sinks that keep them store them (the local store)"
@@ -116,18 +139,24 @@ class I3DClassifier(Classifier):
 
     name = "i3d"
     Options = I3DOptions
-    concurrency = 1  # one executor thread: MXNet already uses every core for one clip
+    concurrency = 1  # one model thread: the runtime already uses every core for one batch
 
     def __init__(self, options: I3DOptions | None = None, *, instance: str | None = None):
         super().__init__(options, instance=instance)
         self.model: LoadedModel | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the model thread
+        self._decoder: ThreadPoolExecutor | None = None  # decode_threads threads; None: the model's
+        self._closed = False
         self._decoding = 0  # decodes submitted and not finished
         self._ready: list[tuple[np.ndarray, asyncio.Future]] = []  # decoded, waiting for a batch
         self._batches: set[asyncio.Task] = set()  # forward passes in progress (owned here)
 
     async def start(self) -> None:
+        self._closed = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"livewatch-{self.instance}")
+        if self.options.decode_threads:
+            self._decoder = ThreadPoolExecutor(
+                self.options.decode_threads, thread_name_prefix=f"livewatch-{self.instance}-decode")
         loop = asyncio.get_running_loop()
         self.model = await loop.run_in_executor(self._executor, load_model, self.options)
 
@@ -135,35 +164,51 @@ class I3DClassifier(Classifier):
         return self.model.runtime if self.model is not None else {}
 
     async def classify(self, segment: Segment) -> Detection:
-        if self.model is None or self._executor is None:
+        if self.model is None or self._executor is None or self._closed:
             raise RuntimeError(f"{self!r} was not started")
         model, loop = self.model, asyncio.get_running_loop()
+        decoder = self._decoder or self._executor
         result: asyncio.Future = loop.create_future()
-        self._decoding += 1
         try:
-            decoded, tensor, preprocess_ms = await loop.run_in_executor(
-                self._executor, prepare, model, segment, self.options)
-            self._ready.append((tensor, result))
-        except (SegmentError, TransientError, OSError, MemoryError):
-            raise  # reading the segment failed, or memory ran short: either may pass
-        except Exception as exc:  # decoding is deterministic and runs no model: the segment's fault
-            raise SegmentError(f"could not decode: {type(exc).__name__}: {exc}") from exc
+            self._decoding += 1
+            try:
+                decoded, tensor, preprocess_ms = await loop.run_in_executor(
+                    decoder, prepare, model, segment, self.options)
+                self._ready.append((tensor, result))
+            except (SegmentError, TransientError, OSError, MemoryError):
+                raise  # reading the segment failed, or memory ran short: either may pass
+            except Exception as exc:  # decoding is deterministic and runs no model: the segment's fault
+                raise SegmentError(f"could not decode: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self._decoding -= 1
+                self._run_ready()  # with this clip, or without it if it failed: a batch may be due
+            # Thumbnails on the decoder while the model thread runs this segment's forward pass.
+            thumbs = (await self._in(decoder, window_thumbnails, decoded.frames)
+                      if self.options.thumbnails else [])
+            probs, forward_ms = await result
         finally:
-            self._decoding -= 1
-            self._run_ready()  # with this clip, or without it if it failed: a batch may be due
-        thumbs = (await loop.run_in_executor(self._executor, window_thumbnails, decoded.frames)
-                  if self.options.thumbnails else [])
-        probs, forward_ms = await result
+            result.cancel()  # a caller gone (timed out, cancelled): its clip is not run for nobody
         detection = describe(model, segment, decoded, probs, preprocess_ms + forward_ms,
                              self.options.top_k)
         for window, thumbnail in zip(detection.windows, thumbs):
             window.thumbnail = thumbnail
         return detection
 
+    async def _in(self, executor: ThreadPoolExecutor, fn, *args):
+        """`fn(*args)` in `executor`; cancelled (not an error) when `close` came first."""
+        if self._closed:
+            raise asyncio.CancelledError(f"{self!r} closed")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
     def _run_ready(self) -> None:
         """Start a forward pass over the waiting clips once the batch is full, or once no other
         decode is outstanding (none will join it soon)."""
         self._ready = [(t, f) for t, f in self._ready if not f.done()]  # drop timed-out callers
+        if self._closed:  # a decode that finished after close: its caller is cancelled
+            for _, result in self._ready:
+                result.cancel()
+            self._ready.clear()
+            return
         while self._ready and (len(self._ready) >= self.options.max_batch or self._decoding == 0):
             batch = self._ready[: self.options.max_batch]
             del self._ready[: len(batch)]
@@ -177,9 +222,8 @@ class I3DClassifier(Classifier):
             result.cancel()  # no-op for those it answered
 
     async def _forward(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            probs, forward_ms = await loop.run_in_executor(
+            probs, forward_ms = await self._in(
                 self._executor, _timed_predict, self.model, [t for t, _ in batch])
             if len(batch) > 1:
                 log.debug("forward pass over a batch of %d in %.0f ms", len(batch), forward_ms)
@@ -194,17 +238,20 @@ class I3DClassifier(Classifier):
                 result.set_result((part, forward_ms))
 
     async def close(self) -> None:
+        self._closed = True  # from here on nothing new is submitted to either pool
         for task in list(self._batches):
             task.cancel()
         await asyncio.gather(*self._batches, return_exceptions=True)
         for _, result in self._ready:
             result.cancel()
         self._ready.clear()
-        executor, self._executor = self._executor, None
+        pools = [p for p in (self._decoder, self._executor) if p is not None]
+        self._executor = self._decoder = None
         self.model = None
-        if executor is not None:
-            # Waits for a clip already running (seconds at most), off the event loop.
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        for pool in pools:
+            # Waits for a decode or a forward pass already running (seconds at most), off the
+            # event loop; what is queued is cancelled, and so are its callers.
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 def find_backend(name: str) -> type[Backend]:

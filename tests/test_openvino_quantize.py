@@ -1,5 +1,6 @@
 """`livewatch model quantize`: NNCF int8 calibrated on the user's segments, checked before it is kept."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,11 @@ def segments(tmp_path_factory) -> Path:
 
 @pytest.mark.slow  # NNCF runs in its own venv, as a subprocess (~1 minute on 2 cores)
 def test_quantize_writes_an_int8_model_with_its_agreement_figures(peaky_dir, segments):
+    here = peaky_dir.parent  # relative paths, as a user in the model's folder types them
     result = subprocess.run(
-        [LIVEWATCH, "model", "quantize", str(peaky_dir), "--calibrate", str(segments),
-         "--windows", "24", "--min-agreement", "0.5"], capture_output=True, text=True, timeout=600)
+        [LIVEWATCH, "model", "quantize", os.path.relpath(peaky_dir, here), "--calibrate",
+         os.path.relpath(segments, here), "--windows", "24", "--min-agreement", "0.5"],
+        capture_output=True, text=True, timeout=600, cwd=here)
     assert result.returncode == 0, result.stderr
     artifact = load_artifact(peaky_dir)
     path = int8_path(artifact)

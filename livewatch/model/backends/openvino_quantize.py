@@ -129,10 +129,11 @@ def _run_nncf(python: str, artifact: ModelArtifact, onnx_path: Path, windows: Pa
     """Quantize `onnx_path` into `out` (IR) in NNCF's venv; its and OpenVINO's versions."""
     meta = artifact.meta
     # Not `python nncf_worker.py`: its folder would come first on sys.path, and this package's
-    # openvino.py would shadow OpenVINO. runpy leaves sys.path alone; cwd is the scratch folder.
+    # openvino.py would shadow OpenVINO. runpy leaves sys.path alone; cwd is the scratch folder,
+    # so every path goes absolute (a model given as a relative path works too).
     done = subprocess.run(
-        [python, "-c", _RUN_SCRIPT, str(Path(__file__).with_name("nncf_worker.py")), str(onnx_path),
-         str(windows), str(out), "--mean", *map(str, meta.mean), "--std", *map(str, meta.std)],
+        [python, "-c", _RUN_SCRIPT, str(Path(__file__).with_name("nncf_worker.py")),
+         *(str(p.resolve()) for p in (onnx_path, windows, out)), "--mean", *map(str, meta.mean), "--std", *map(str, meta.std)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent)
     if done.returncode != 0:
         raise ModelError(f"NNCF failed to quantize {onnx_path}:\n{done.stderr[-3000:]}")

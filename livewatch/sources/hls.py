@@ -96,7 +96,7 @@ class HlsSource(Source):
         self._session = None
         self._follower: Follower | None = None
         self._media_url: str | None = None  # the variant followed, once the master was read
-        self._keys: dict[str, bytes] = {}
+        self._reader: http.SegmentReader | None = None
         self._health: StreamHealth | None = None
         self._ended_logged = False
         self._loaded: MediaPlaylist | None = None
@@ -119,6 +119,7 @@ class HlsSource(Source):
         self._health = StreamHealth(self.instance, self.stream, self.metrics)
         o = self.options
         self._session = http.make_session(o.headers, o.connect_timeout, o.read_timeout, o.verify_tls)
+        self._reader = http.SegmentReader(self._session, o.request_timeout)
         try:
             self._loaded = await self._load(strict=True)
         except (http.Refused, NotAPlaylist, NoVideo) as exc:
@@ -249,10 +250,7 @@ class HlsSource(Source):
         detection (its `open` raises SegmentError). Raises Unreachable to try again later."""
         uri = seg.uri + (f"#bytes={seg.byterange[0]}-{seg.byterange[1]}" if seg.byterange else "")
         try:
-            data = await http.get(self._session, seg.uri, limit=self._limit, byterange=seg.byterange,
-                                  total_timeout=self.options.request_timeout)
-            if seg.key is not None:
-                data = await self._decrypt(seg, data)
+            data = await self._reader.read(seg, limit=self._limit)
             return self._make(seg, uri, data=data)
         except http.Gone as exc:
             why = f"segment gone: {exc}, though the playlist listed it (sequence {seg.sequence})"
@@ -265,20 +263,6 @@ class HlsSource(Source):
             why = f"cannot decrypt segment {seg.sequence}: {exc}"
         log.warning("hls source %r: %s", self.instance, why)
         return self._make(seg, uri, error=why)
-
-    async def _decrypt(self, seg: MediaSegment, data: bytes) -> bytes:
-        if seg.key.method != "AES-128":
-            raise ValueError(f"encryption METHOD={seg.key.method} is not supported (only AES-128)")
-        if seg.key.uri not in self._keys:
-            try:
-                key = await http.get(self._session, seg.key.uri, limit=64,
-                                     total_timeout=self.options.request_timeout)
-            except (http.Gone, http.Refused, http.TooLarge) as exc:
-                raise ValueError(f"cannot get its key: {exc}") from None
-            if len(key) != 16:
-                raise ValueError(f"the key at {seg.key.uri} is {len(key)} bytes, not 16")
-            self._keys = {seg.key.uri: key}  # keys rotate: keep only the current one
-        return await asyncio.to_thread(http.decrypt_aes128, data, self._keys[seg.key.uri], http.segment_iv(seg))
 
     def _make(self, seg: MediaSegment, uri: str, data: bytes | None = None, error: str | None = None) -> Segment:
         return Segment(

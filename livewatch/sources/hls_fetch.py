@@ -100,6 +100,34 @@ def segment_iv(segment: MediaSegment) -> bytes:
     return segment.key.iv if segment.key and segment.key.iv else segment.sequence.to_bytes(16, "big")
 
 
+class SegmentReader:
+    """A media segment's bytes, decrypted where the playlist says it is (AES-128; the current key
+    is fetched once and kept while segments use it: keys rotate)."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: float):
+        self.session, self.timeout = session, timeout
+        self._keys: dict[str, bytes] = {}
+
+    async def read(self, seg: MediaSegment, *, limit: int) -> bytes:
+        """Raises Gone, Refused, TooLarge, Unreachable, or ValueError/KeyError when it cannot be
+        decrypted (a bad key or padding, an unsupported METHOD)."""
+        data = await get(self.session, seg.uri, limit=limit, byterange=seg.byterange,
+                         total_timeout=self.timeout)
+        if seg.key is None:
+            return data
+        if seg.key.method != "AES-128":
+            raise ValueError(f"encryption METHOD={seg.key.method} is not supported (only AES-128)")
+        if seg.key.uri not in self._keys:
+            try:
+                key = await get(self.session, seg.key.uri, limit=64, total_timeout=self.timeout)
+            except (Gone, Refused, TooLarge) as exc:
+                raise ValueError(f"cannot get its key: {exc}") from None
+            if len(key) != 16:
+                raise ValueError(f"the key at {seg.key.uri} is {len(key)} bytes, not 16")
+            self._keys = {seg.key.uri: key}
+        return await asyncio.to_thread(decrypt_aes128, data, self._keys[seg.key.uri], segment_iv(seg))
+
+
 async def retry_forever(
     attempt: Callable[[], Awaitable[T]],
     *,

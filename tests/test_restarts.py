@@ -9,6 +9,8 @@ from collections import Counter
 
 import pytest
 
+from livewatch.events import EventSettings
+from livewatch.sinks.local import LocalStore
 from livewatch.testing.aws import free_port
 from livewatch.testing.daemon_process import RunningDaemon, store_rows, wait_for, local_and_stdout_sinks
 from livewatch.testing.media import HlsWriter
@@ -36,6 +38,9 @@ model = "{model_dir}"
 [[sources]]
 type = "folder"
 path = "{live}"
+
+[events]  # the random model is never confident: any top label counts, so the stream has events
+min_probability = 0.0
 
 {local_and_stdout_sinks(db)}""")
     cam = HlsWriter(live / "cam", name="cam", seconds=2.0, size=(320, 180))
@@ -96,3 +101,17 @@ def test_sigkill_then_restart_loses_nothing(tmp_path, random_i3d_dir):
     # A segment written but not yet checkpointed when killed may be classified again; the store
     # still holds one detection per segment (it is keyed by the segment).
     assert sum(printed.values()) - SEGMENTS <= 1
+    # The events the killed and restarted daemon left are those of an uninterrupted run: the same
+    # detections written in order into a fresh store.
+    settings = EventSettings(min_probability=0.0)
+    kept = LocalStore(db, settings)
+    fresh = LocalStore(tmp_path / "uninterrupted.db", settings)
+    try:
+        for detection in kept.query():
+            fresh.write(detection)
+        events = kept.events()
+        assert events and events == fresh.events()
+        assert {s for e in events for s in e["segments"]} <= set(segments)
+    finally:
+        kept.close()
+        fresh.close()

@@ -86,7 +86,8 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
 ENTRYPOINT ["livewatch"]
 CMD ["run"]
 
-# Last, so a new commit rebuilds nothing above (deploy --build-image sets them).
+# Last, so a new commit rebuilds nothing above (deploy --build-image sets them, and passes the
+# version and revision as --label too: buildah reuses a cached LABEL step whatever its ARGs say).
 ARG VERSION=unknown
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="livewatch" \

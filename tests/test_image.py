@@ -128,6 +128,7 @@ def test_without_a_container_tool_deploy_prints_the_commands(aws_env, tmp_path):
     [build] = [line for line in lines if line.startswith("DOCKER_BUILDKIT=1 docker build ")]
     assert f"--file {ROOT / 'Dockerfile'} --tag {image}:{commit}" in build and build.endswith(f" {ROOT}")
     assert "--build-arg VERSION=" in build and f"--build-arg REVISION={head_commit()}" in build
+    assert f"--label org.opencontainers.image.revision={head_commit()}" in build
     pushes = [line for line in lines if line.startswith("docker push ")]
     assert len(pushes) == 2 and pushes[0].startswith(f"docker push {image}:{commit}")
     [then] = [line for line in lines if line.startswith("livewatch deploy ")]

@@ -101,8 +101,15 @@ def build_command(tool: str, image: str, tags: list[str], context: Path,
     command += ["--file", str(context / "Dockerfile")]
     for tag in tags:
         command += ["--tag", f"{image}:{tag}"]
-    for key, value in {**build_args, **options.build_args}.items():
+    args = {**build_args, **options.build_args}
+    for key, value in args.items():
         command += ["--build-arg", f"{key}={value}"]
+    # The version and commit as labels on the command line too: buildah reuses a cached LABEL step
+    # whatever the ARG values in it, so a commit that changes nothing in the build context would
+    # keep the previous commit's label (a --label is applied to the image as committed).
+    for key, label in (("VERSION", "version"), ("REVISION", "revision")):
+        if key in args:
+            command += ["--label", f"org.opencontainers.image.{label}={args[key]}"]
     for secret in options.secrets:
         command += ["--secret", secret]
     return [*command, str(context)]

@@ -13,6 +13,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from pydantic import Field
 
@@ -25,6 +26,7 @@ from .local_events import (SCHEMA as EVENTS_SCHEMA, mark_notified, pending_event
                            update_events)
 
 DEFAULT_PATH = "livewatch-data/detections.db"
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS detections (
@@ -212,28 +214,16 @@ class LocalSink(Sink):
         return LocalOptions(path=path)
 
     async def query(self, query: DetectionQuery) -> list[Detection]:
-        return await asyncio.to_thread(self._query, query)
+        return await self._read(lambda store: store.query(
+            stream=query.stream, since=query.since, until=query.until,
+            errors_only=query.errors_only, limit=query.limit))
 
     async def query_windows(self, query: DetectionQuery) -> list[dict]:
-        return await asyncio.to_thread(self._query_windows, query)
-
-    def _query_windows(self, query: DetectionQuery) -> list[dict]:
-        store = self._existing_store()
-        try:
-            return store.windows(stream=query.stream, since=query.since, until=query.until,
-                                 limit=query.limit)
-        finally:
-            store.close()
+        return await self._read(lambda store: store.windows(
+            stream=query.stream, since=query.since, until=query.until, limit=query.limit))
 
     async def thumbnail(self, uri: str, n: int) -> bytes | None:
-        return await asyncio.to_thread(self._thumbnail, uri, n)
-
-    def _thumbnail(self, uri: str, n: int) -> bytes | None:
-        store = self._existing_store()
-        try:
-            return store.thumbnail(uri, n)
-        finally:
-            store.close()
+        return await self._read(lambda store: store.thumbnail(uri, n))
 
     async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:
         return await self._run(pending_events, self._store.db, consumer)
@@ -242,29 +232,23 @@ class LocalSink(Sink):
         await self._run(mark_notified, self._store.db, consumer, event_id, revision)
 
     async def query_events(self, query: DetectionQuery) -> list[dict]:
-        return await asyncio.to_thread(self._query_events, query)
+        return await self._read(lambda store: store.events(
+            stream=query.stream, since=query.since, until=query.until, label=query.label,
+            limit=query.limit))
 
-    def _query_events(self, query: DetectionQuery) -> list[dict]:
-        store = self._existing_store()
-        try:
-            return store.events(stream=query.stream, since=query.since, until=query.until,
-                                label=query.label, limit=query.limit)
-        finally:
-            store.close()
-
-    def _existing_store(self) -> "LocalStore":
-        if not self.options.path.is_file():
-            raise ConfigError(f"no local store at {self.options.path} (has the daemon run yet? "
-                              "--db names another file)")
-        return LocalStore(self.options.path)
-
-    def _query(self, query: DetectionQuery) -> list[Detection]:
-        store = self._existing_store()
-        try:
-            return store.query(stream=query.stream, since=query.since, until=query.until,
-                               errors_only=query.errors_only, limit=query.limit)
-        finally:
-            store.close()
+    async def _read(self, reading: Callable[["LocalStore"], T]) -> T:
+        """`reading(store)` on a connection of its own to the existing file, in a thread: readers
+        (the CLI, the web page) never share the writer's connection."""
+        def read() -> T:
+            if not self.options.path.is_file():
+                raise ConfigError(f"no local store at {self.options.path} (has the daemon run "
+                                  "yet? --db names another file)")
+            store = LocalStore(self.options.path)
+            try:
+                return reading(store)
+            finally:
+                store.close()
+        return await asyncio.to_thread(read)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)

@@ -35,7 +35,8 @@ def cpu_info() -> dict:
 def matmul_gflops(libraries: list[str], n: int = 2048, seconds: float = 1.0) -> dict:
     """Best float32 GEMM rate (n x n times n x n) with each of `libraries` available here:
     ``numpy`` (its OpenBLAS), ``mxnet`` (``nd.dot``, OpenBLAS; ``FullyConnected``, oneDNN),
-    ``onnxruntime`` (a one-node MatMul graph, MLAS).
+    ``onnxruntime`` (a one-node MatMul graph, MLAS), ``openvino`` (a MatMul chain on OpenVINO's CPU
+    plugin in f32, and in bf16 where the CPU computes bf16 natively: the ceiling of the bf16 path).
 
     The best (not the median) of each: the question is what the cores can do at all.
     """
@@ -67,7 +68,31 @@ def matmul_gflops(libraries: list[str], n: int = 2048, seconds: float = 1.0) -> 
             xa, xb, no_bias=True, num_hidden=n).wait_to_read())
     if "onnxruntime" in libraries:
         out["onnxruntime"] = best(_ort_matmul(a, b))
+    if "openvino" in libraries:
+        from livewatch.model.backends.openvino import bf16_unit
+
+        for precision in ("f32", "bf16") if bf16_unit() else ("f32",):
+            out[f"openvino_{precision}"] = _ov_matmul_rate(a, b, precision, best)
     return out
+
+
+def _ov_matmul_rate(a, b, precision: str, best) -> float:
+    """GEMM GFLOP/s on OpenVINO in `precision`: four chained n x n products in one inference,
+    so that the f32 -> bf16 conversion of the input is a small part of the work."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    n, chain = a.shape[0], 4
+    x = ops.parameter([n, n], np.float32)
+    y = x
+    for k in range(chain):
+        y = ops.matmul(y, ops.constant(b / np.float32(n) if k else b), False, False)
+    compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(len(os.sched_getaffinity(0)))})
+    request = compiled.create_infer_request()
+    return round(best(lambda: request.infer({0: a})) * chain, 1)
 
 
 def _ort_matmul(a, b):

@@ -4,6 +4,8 @@
 - **Forward pass per clip** (1x3x32x224x224), the backends taking turns pass by pass, each in a
   worker process of its own (`benchmarks.livewatch_worker`): min / median / max of each and the
   ratios MXNet ÷ OpenVINO of the medians and of the bests.
+- **What the cores allow**: OpenVINO's GEMM rate in f32 and bf16 around the passes, each backend's
+  rate on the I3D, and so the most bf16 can gain over fused MXNet on this CPU (`ceiling`).
 - **Agreement** with fp32 MXNet: top-1 and max |Δprobability| over windows spread through varied
   segments (moving pictures, 360p/720p/1080p, the x264 ``live`` and the ``lowlatency`` encoder
   profiles), on a randomly initialised I3D-ResNet50 with a peaky head (`benchmarks.model`), and on
@@ -46,9 +48,16 @@ def run(cache: Path, base_model: Path, media: dict[str, dict[str, list[Path]]], 
     per_segment = max(2, -(-windows // len(segments)))
     with _workers(peaky, backends, logs) as workers:
         out["runtime"] = {n: w.call("runtime") for n, w in workers.items()}
+        before = gemm_rates(workers)
         out["forward"] = forward(workers, repeats)
         say("  forward pass per clip (ms): " + ", ".join(
             f"{n} {v['median_ms']:.0f} (best {v['min_ms']:.0f})" for n, v in out["forward"].items()))
+        gflop = workers["mxnet"].call("flops", symbol_file=str(peaky / "model-symbol.json"),
+                                      shape=[1, 3, 32, 224, 224])["gflop"]
+        out["ceiling"] = ceiling(out["forward"], gflop, before, gemm_rates(workers))
+        if "bf16_max_speedup" in out["ceiling"]:
+            say(f"  bf16 can be at most {out['ceiling']['bf16_max_speedup']:.2f}x fused MXNet on "
+                "this CPU (its bf16 GEMM rate over MXNet's rate on the I3D)")
         out["agreement"] = {"random-i3d-peaky": agreement(workers, segments, per_segment)}
         out["memory_mib"] = {n: w.call("memory") for n, w in workers.items()}
     if demo:
@@ -150,6 +159,30 @@ def forward(workers: dict[str, Worker], repeats: int) -> dict:
     return out
 
 
+def gemm_rates(workers: dict[str, Worker]) -> dict:
+    """OpenVINO's GEMM rate in f32 and (where native) bf16, measured in a worker between passes."""
+    return workers["mxnet"].call("matmul", libraries=["openvino"], seconds=0.5)
+
+
+# The GEMM rate each backend's arithmetic is bounded by (int8 has none measured here).
+_GEMM_OF = {"mxnet": "openvino_f32", "openvino-fp32": "openvino_f32", "openvino-bf16": "openvino_bf16"}
+
+
+def ceiling(forward: dict, gflop: float, *rates: dict) -> dict:
+    """What the cores allow: each backend's rate on the I3D at its best pass, beside the GEMM rate
+    of its precision (the best measured before and after the passes), and the most that bf16 can
+    gain over fused MXNet on this CPU: the bf16 GEMM rate over MXNet's rate on the I3D. Where bf16
+    arithmetic is only twice as fast as f32 (AVX512-BF16) and MXNet already runs near the f32
+    rate, that ceiling is below 2.5x whatever the bf16 kernels do; AMX lifts it."""
+    gemm = {k: max(r[k] for r in rates if k in r) for k in {k for r in rates for k in r}}
+    i3d = {n: gflop / (v["min_ms"] / 1e3) for n, v in forward.items()}
+    out = {"gflop": gflop, "gemm_gflops": gemm, "i3d_gflops": i3d,
+           "share_of_gemm": {n: i3d[n] / gemm[_GEMM_OF[n]] for n in i3d if _GEMM_OF.get(n) in gemm}}
+    if "openvino_bf16" in gemm:
+        out["bf16_max_speedup"] = gemm["openvino_bf16"] / i3d["mxnet"]
+    return out
+
+
 def agreement(workers: dict[str, Worker], paths: list[str], per_segment: int) -> dict:
     probs = {n: w.call("windows", paths=[str(p) for p in paths], per_segment=per_segment)["probs"]
              for n, w in workers.items()}
@@ -179,6 +212,17 @@ def render(ov: dict) -> str:
         ratio = (f"   {v['speedup_median']:>10.2f}x  {v['speedup_best']:>10.2f}x"
                  if "speedup_median" in v else "")
         lines.append(f"    {n:16}{v['min_ms']:>7.0f}{v['median_ms']:>8.0f}{v['max_ms']:>7.0f}{ratio}")
+    c = ov.get("ceiling")
+    if c:
+        lines.append("  what the cores allow: GEMM on OpenVINO " + ", ".join(
+            f"{k.removeprefix('openvino_')} {v:.0f}" for k, v in sorted(c["gemm_gflops"].items()))
+            + f" GFLOP/s; the I3D ({c['gflop']:.1f} GFLOP per clip) at its best pass: " + ", ".join(
+            f"{n} {v:.0f}" + (f" ({c['share_of_gemm'][n]:.0%} of {_GEMM_OF[n].removeprefix('openvino_')}"
+                              " GEMM)" if n in c["share_of_gemm"] else "")
+            for n, v in c["i3d_gflops"].items()) + " GFLOP/s")
+        if "bf16_max_speedup" in c:
+            lines.append(f"  so bf16 can be at most {c['bf16_max_speedup']:.2f}x fused MXNet on "
+                         "this CPU (bf16 GEMM rate / MXNet's I3D rate)")
     for model, by_backend in ov["agreement"].items():
         lines.append(f"  agreement with MXNet fp32, {model}:")
         for n, a in by_backend.items():

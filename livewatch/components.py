@@ -137,9 +137,10 @@ class Sink(Component):
         not create a store: a missing one is a ConfigError that says so."""
         raise NotImplementedError
 
-    async def thumbnail(self, uri: str, n: int) -> bytes | None:
+    async def thumbnail(self, uri: str, n: int, stream: str | None = None) -> bytes | None:
         """The JPEG the classifier made of window `n` of segment `uri` (the web page), if this
-        sink keeps them; None: not kept, or not offered."""
+        sink keeps them; None: not kept, or not offered. `stream`: the segment's stream where the
+        caller knows it, for a store keyed by stream first (a lookup instead of a search)."""
         return None
 
     async def query_windows(self, query: "DetectionQuery") -> list[dict]:

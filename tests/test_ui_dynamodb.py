@@ -20,6 +20,7 @@ from livewatch.errors import ConfigError
 from livewatch.model.thumbnails import window_thumbnails
 from livewatch.sinks.dynamodb import DynamoDBOptions, DynamoDBSink
 from livewatch.testing.daemon_process import LIVEWATCH
+from livewatch.testing.front import AwsFront
 
 from test_dynamodb_sink import make_table
 from test_ui_api import detection
@@ -105,6 +106,18 @@ async def test_ui_serves_the_thumbnails_the_items_name_from_s3(aws_env, moto_ser
         assert await reader.thumbnail("/live/cam/never.ts", 0) is None
     finally:
         await reader.close()
+    # the page names the segment's stream: the item is read by its key, the table is not scanned
+    with AwsFront(moto_server.endpoint_url) as front:
+        keyed = DynamoDBSink(DynamoDBOptions(table=table, endpoint_url=front.endpoint_url))
+        try:
+            assert [await keyed.thumbnail(with_thumbs.uri, n, stream=with_thumbs.stream)
+                    for n in (1, 0)] == [jpegs[1], jpegs[0]]
+            assert await keyed.thumbnail(with_thumbs.uri, 0, stream="") == jpegs[0]  # remembered
+            assert await keyed.thumbnail(without.uri, 0, stream="elsewhere") is None
+        finally:
+            await keyed.close()
+    calls = [target.rpartition(".")[2] for target in front.targets]
+    assert calls.count("GetItem") == 2 and "Scan" not in calls, calls
     missing = table_store(registry(), "no-such-table", [])  # the page answers 404
     try:
         with pytest.raises(ConfigError, match="cannot read DynamoDB table 'no-such-table'"):
@@ -115,6 +128,8 @@ async def test_ui_serves_the_thumbnails_the_items_name_from_s3(aws_env, moto_ser
     with ui_server(["--dynamodb", table], tmp_path, {**os.environ, **aws_env}) as base:
         status, content_type, body = get(f"{base}/thumbnail?" + urlencode({"uri": with_thumbs.uri, "n": 1}))
         assert (status, content_type, body) == (200, "image/jpeg", jpegs[1])
+        assert get(f"{base}/thumbnail?" + urlencode(  # as the page asks, with the stream
+            {"uri": with_thumbs.uri, "n": 0, "stream": with_thumbs.stream}))[2] == jpegs[0]
         image = np.asarray(Image.open(io.BytesIO(body)))
         assert image.shape == (64, 96, 3) and image.mean(axis=(0, 1)).argmax() == 1  # green
         for uri, n in ((odd.uri, 0), (odd.uri, 1), (without.uri, 0), (with_thumbs.uri, 2)):

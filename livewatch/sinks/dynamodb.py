@@ -209,12 +209,12 @@ class DynamoDBSink(Sink):
     def for_table(cls, table: str) -> DynamoDBOptions:
         return DynamoDBOptions(table=table)
 
-    async def thumbnail(self, uri: str, n: int) -> bytes | None:
+    async def thumbnail(self, uri: str, n: int, stream: str | None = None) -> bytes | None:
         """The JPEG in S3 that window `n` of segment `uri`'s item names (`dynamodb_thumbnails`)."""
         from . import dynamodb_thumbnails
 
         await self._reader()
-        return await dynamodb_thumbnails.thumbnail(self, uri, n)
+        return await dynamodb_thumbnails.thumbnail(self, uri, n, stream)
 
     async def query(self, query: DetectionQuery) -> list[Detection]:
         await self._reader()

@@ -2,10 +2,10 @@
 S3 (the sagemaker classifier's endpoint wrote it there), and the item names it in its window's map
 (``Windows[n].Thumbnail``, an ``s3://`` URI); this reads the item, then GETs the object.
 
-The page asks by segment URI and window number only, and the table is keyed by stream first, so
-the item is found with a Scan filtered on its sort key (``SegmentKey``), as the page's overview
-already scans for all streams; what it finds is remembered (`CACHE_SIZE` segments), so the
-windows of one segment cost one scan. The object is served only if it looks like what the
+The page asks by segment URI, window number and stream: the item is read by its key (GetItem on
+``Stream`` and ``SegmentKey``). A caller that does not know the stream gets a Scan filtered on the
+sort key instead, which reads the whole table. What is found is remembered (`CACHE_SIZE`
+segments), so the windows of one segment cost one read. The object is served only if it looks like what the
 endpoint writes (a JPEG, at most `MAX_BYTES`), whatever bucket the item names. A thumbnail that
 cannot be read (gone, access denied, S3 unreachable) is None, with a warning in the log, and a
 table that cannot be read a ConfigError (as for `query`): the page then shows none, nothing fails.
@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from ..aws_clients import describe, error_code, open_client
 from ..contract import Detection
 from ..errors import ConfigError
-from .dynamodb_items import SORT_KEY, segment_key
+from .dynamodb_items import NO_STREAM, PARTITION_KEY, SORT_KEY, segment_key
 
 log = logging.getLogger("livewatch.sinks.dynamodb")
 
@@ -42,18 +42,19 @@ class Thumbnails:
         self._opening = asyncio.Lock()
         self._found: OrderedDict[str, list[str | None]] = OrderedDict()
 
-    async def get(self, uri: str, n: int) -> bytes | None:
-        windows = await self.window_uris(uri)
+    async def get(self, uri: str, n: int, stream: str | None = None) -> bytes | None:
+        windows = await self.window_uris(uri, stream)
         where = windows[n] if 0 <= n < len(windows) else None
         return await self.read(where) if where else None
 
-    async def window_uris(self, uri: str) -> list[str | None]:
-        """The thumbnail URI of each window of segment `uri`'s item ([] when there is no item)."""
+    async def window_uris(self, uri: str, stream: str | None = None) -> list[str | None]:
+        """The thumbnail URI of each window of segment `uri`'s item ([] when there is no item);
+        `stream`: the item's stream, where known (read by key, else searched for)."""
         if uri in self._found:
             self._found.move_to_end(uri)
             return self._found[uri]
         try:
-            item = await self._find(uri)
+            item = await (self._find(uri) if stream is None else self._get(uri, stream))
         except Exception as exc:  # the page answers 404, as for a store that cannot be read
             raise ConfigError(f"sink {self.sink.instance!r}: cannot read DynamoDB table "
                               f"{self.sink.options.table!r}: {describe(exc)}") from None
@@ -64,6 +65,16 @@ class Thumbnails:
         while len(self._found) > CACHE_SIZE:
             self._found.popitem(last=False)
         return windows
+
+    async def _get(self, uri: str, stream: str) -> dict[str, Any] | None:
+        sink = self.sink
+        key = segment_key(Detection(uri=uri, stream=stream))
+        response = await sink._client.get_item(
+            TableName=sink.options.table, ConsistentRead=True,
+            Key={PARTITION_KEY: {"S": stream or NO_STREAM}, SORT_KEY: {"S": key}},
+            ProjectionExpression="#windows", ExpressionAttributeNames={"#windows": "Windows"})
+        item = response.get("Item")
+        return {k: sink._deserialize(v) for k, v in item.items()} if item else None
 
     async def _find(self, uri: str) -> dict[str, Any] | None:
         sink = self.sink
@@ -117,9 +128,9 @@ class Thumbnails:
 _readers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def thumbnail(sink, uri: str, n: int) -> bytes | None:
+async def thumbnail(sink, uri: str, n: int, stream: str | None = None) -> bytes | None:
     """`Sink.thumbnail` for a started or reading `sink` (its DynamoDB client is open)."""
     reader = _readers.get(sink)
     if reader is None:
         reader = _readers[sink] = Thumbnails(sink)
-    return await reader.get(uri, n)
+    return await reader.get(uri, n, stream)

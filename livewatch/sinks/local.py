@@ -222,7 +222,7 @@ class LocalSink(Sink):
         return await self._read(lambda store: store.windows(
             stream=query.stream, since=query.since, until=query.until, limit=query.limit))
 
-    async def thumbnail(self, uri: str, n: int) -> bytes | None:
+    async def thumbnail(self, uri: str, n: int, stream: str | None = None) -> bytes | None:
         return await self._read(lambda store: store.thumbnail(uri, n))
 
     async def pending_events(self, consumer: str) -> list[tuple[dict, int | None]]:

@@ -7,6 +7,7 @@ is reached over real HTTP through the real client, as `serving.EndpointFront` do
         sink = DynamoDBSink(DynamoDBOptions(table=..., endpoint_url=front.endpoint_url))
         ...
     front.batch_sizes   # items asked for in each BatchWriteItem call, in order
+    front.targets       # the X-Amz-Target of each DynamoDB call (GETs, S3 reads, pass through)
 """
 from __future__ import annotations
 
@@ -70,5 +71,10 @@ class AwsFront(HttpFront):
                 if unprocessed and status == 200:
                     answer = json.dumps({**json.loads(answer or b"{}"), "UnprocessedItems": unprocessed}).encode()
                 self.send_back(status, answer, reply_headers, drop=("x-amz-crc32", "date", "server"))
+
+            def do_GET(self):  # S3 reads pass through unchanged
+                status, answer, reply_headers = self.forward(front.upstream + self.path, None,
+                                                             front.timeout, method="GET")
+                self.send_back(status, answer, reply_headers)
 
         return Handler

@@ -29,11 +29,12 @@ class FrontHandler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def forward(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes, Mapping]:
-        """POST `body` to `url` with this request's headers: (status, answer, its headers),
-        whatever the status."""
+    def forward(self, url: str, body: bytes | None, timeout: float,
+                method: str = "POST") -> tuple[int, bytes, Mapping]:
+        """Send `body` to `url` with this request's method and headers: (status, answer, its
+        headers), whatever the status."""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read(), response.headers

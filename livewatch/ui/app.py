@@ -146,13 +146,13 @@ async def _windows(request: web.Request) -> web.Response:
 
 
 async def _thumbnail(request: web.Request) -> web.Response:
-    """The JPEG the store keeps for window `n` of segment `uri`: a lookup by key in the store,
-    never a path on disk."""
+    """The JPEG the store keeps for window `n` of segment `uri` (of `stream`, where the page
+    says): a lookup by key in the store, never a path on disk."""
     uri, n = request.query.get("uri", ""), request.query.get("n", "")
     if not uri or not n.isdigit():
         raise web.HTTPBadRequest(text="uri= and n= (a window number) are required\n")
     try:
-        jpeg = await request.app[STORE].thumbnail(uri, int(n))
+        jpeg = await request.app[STORE].thumbnail(uri, int(n), stream=request.query.get("stream"))
     except ConfigError:
         jpeg = None
     if jpeg is None:

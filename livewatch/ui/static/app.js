@@ -58,7 +58,7 @@ async function loadOverview() {
       el("h3", {}, el("a", { href: `#/stream/${encodeURIComponent(s.stream)}`, text: s.stream })),
       el("div", { class: "health", text: s.health }),
       el("div", { class: "label", text: s.error ? `error: ${s.error}` : s.label ?? "–" }),
-      s.windows ? thumbnail(s.uri, Math.floor(s.windows / 2), `the latest segment of ${s.stream}`) : null,
+      s.windows ? thumbnail(s.uri, Math.floor(s.windows / 2), `the latest segment of ${s.stream}`, s.stream) : null,
       dl);
   });
   $("cards").replaceChildren(...cards);
@@ -73,9 +73,11 @@ async function loadOverview() {
 
 // -- stream timeline -----------------------------------------------------------------------------
 
-function thumbnail(uri, n, what) {  // the store's JPEG of a window's middle frame, if it has one
+function thumbnail(uri, n, what, stream) {  // the store's JPEG of a window's middle frame, if it has one
+  const query = new URLSearchParams({ uri, n });
+  if (typeof stream === "string") query.set("stream", stream);  // a store keyed by stream reads it by key
   const img = el("img", { class: "thumb", alt: `frame from ${what}`, loading: "lazy",
-    src: `api/thumbnail?${new URLSearchParams({ uri, n })}` });
+    src: `api/thumbnail?${query}` });
   img.addEventListener("error", () => img.remove());
   return img;
 }
@@ -92,7 +94,7 @@ function player(stream, uri, at = null) {  // the stored segment, remuxed to MP4
   return video;
 }
 
-function showDetails(fields, thumbs = [], segment = null) {  // segment: [stream, uri, at?]
+function showDetails(fields, thumbs = [], segment = null) {  // thumbs: [uri, n, stream]; segment: [stream, uri, at?]
   $("details-hint").hidden = true;
   const dl = $("details-list");
   dl.replaceChildren();
@@ -100,7 +102,7 @@ function showDetails(fields, thumbs = [], segment = null) {  // segment: [stream
     if (value == null || value === "") continue;
     dl.append(el("dt", { text: term }), el("dd", { text: String(value) }));
   }
-  $("details-thumbs").replaceChildren(...thumbs.map(([uri, n]) => thumbnail(uri, n, `window ${n}`)),
+  $("details-thumbs").replaceChildren(...thumbs.map(([uri, n, stream]) => thumbnail(uri, n, `window ${n}`, stream)),
     ...(segment ? [player(...segment)] : []));
 }
 
@@ -146,7 +148,7 @@ async function selectEvent(e) {  // the timeline to its start, its first segment
     await loadStream();  // (marks the band)
   } else markSelected();
   const segment = e.segments?.length ? [e.stream, e.segments[0], eventOffset(e)] : null;
-  showDetails(eventFields(e), (e.segments || []).slice(0, 3).map((uri) => [uri, 0]), segment);
+  showDetails(eventFields(e), (e.segments || []).slice(0, 3).map((uri) => [uri, 0, e.stream]), segment);
 }
 
 function markSelected() {  // the band where the selection starts, outlined
@@ -183,14 +185,14 @@ async function loadStream() {
       fields: [["segment", w.uri], ["window", `${w.n} (${w.offset_start.toFixed(1)}–${w.offset_end.toFixed(1)} s)`],
         ["time", `${time(w.start)} – ${time(w.end)}`], ["label", w.label],
         ["probability", pct(w.probability)], ["frames", `${w.first_frame}–${w.last_frame}`]],
-      thumbs: [[w.uri, w.n]], segment: [w.stream, w.uri] });
+      thumbs: [[w.uri, w.n, w.stream]], segment: [w.stream, w.uri] });
   }
   for (const d of detections) {
     if (d.start && withWindows.has(d.uri) && !d.error) continue;
     const start = Date.parse(whenOf(d));
     bands.push({ from: start, to: start + (d.duration || 2) * 1000, label: d.error ? "error" : d.label,
       kind: d.error ? "segment error" : "segment", fields: detectionFields(d),
-      thumbs: (d.windows || []).map((w, n) => [d.uri, n]), segment: [d.stream, d.uri] });
+      thumbs: (d.windows || []).map((w, n) => [d.uri, n, d.stream]), segment: [d.stream, d.uri] });
   }
   bands.sort((a, b) => a.from - b.from);
   const labels = new Map();
@@ -214,7 +216,7 @@ async function loadStream() {
     el("li", {}, el("span", { class: "swatch", style: { background: c } }), el("span", { text: label }))));
   const recent = detections.slice(-50).reverse().map((d) => el("li", {},
     el("button", { type: "button", onclick: () => showDetails(detectionFields(d),
-      (d.windows || []).map((w, n) => [d.uri, n]), [d.stream, d.uri]) },
+      (d.windows || []).map((w, n) => [d.uri, n, d.stream]), [d.stream, d.uri]) },
       el("span", { class: "when", text: time(whenOf(d)) }),
       el("span", { class: d.error ? "reason" : "", text: d.error ? `error: ${d.error}` : `${d.label} ${pct(d.probability)}` }))));
   $("recent").replaceChildren(...recent);

@@ -160,6 +160,10 @@ class Sink(Component):
     # Event changes (`livewatch.notify`): a sink that takes them overrides `notify`; one that
     # keeps events, and so is the outbox they come from, overrides the other two.
 
+    #: whether this instance keeps events, where its class can (`pending_events`): False when an
+    #: option turned them off, and it is then no outbox
+    keeps_events: bool = True
+
     async def notify(self, change) -> None:
         """An event opened, updated or closed (`livewatch.notify.EventChange`). Delivered at least
         once: receivers dedupe on the event's id and revision. Return once it is delivered (or

@@ -69,11 +69,13 @@ class Notifier:
         consumers = [s for s in sinks if offers(type(s), Sink, "notify")]
         if not consumers:
             return None
-        stores = [s for s in sinks if offers(type(s), Sink, "pending_events")]
+        able = [s for s in sinks if offers(type(s), Sink, "pending_events")]
+        stores = [s for s in able if s.keeps_events]
         if not stores:
             names = ", ".join(repr(s.instance) for s in consumers)
+            off = "".join(f"; sink {s.instance!r} could, but its events are turned off" for s in able)
             raise ConfigError(f"sinks {names} send event changes, which need a sink that keeps "
-                              "events (e.g. [[sinks]] type = \"local\")")
+                              f"events (e.g. [[sinks]] type = \"local\"){off}")
         settings = stores[0].event_settings or EventSettings()
         return cls(stores[0], consumers, settings)
 

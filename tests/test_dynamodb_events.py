@@ -223,3 +223,36 @@ async def test_an_ended_stream_closes_its_event_items_and_the_notifier_sends_clo
     assert [d.last for d in read] == [False] * 11 + [True]  # the item keeps it (`Last`)
     closed = {c[:3] for c in consumer.changes if c[0] == "closed"}
     assert {("closed", "walk", 15), ("closed", "run", 17), ("closed", "walk", 9)} <= closed
+
+
+async def test_with_events_off_the_sink_writes_detections_only(backend):
+    """`events = false`: one batched write per detection and nothing else, no event items; the
+    table is then no outbox, and `livewatch events` says so instead of listing nothing."""
+    from livewatch.components import DetectionQuery
+    from livewatch.errors import ConfigError
+    from livewatch.testing.front import AwsFront
+
+    endpoint, client, _ = backend
+    table = make_table(client)
+    ds = [detection(seq, [("walk", 0.9)] * 2) for seq in range(4)]
+    with AwsFront(endpoint) as front:
+        sink = DynamoDBSink(DynamoDBOptions(table=table, endpoint_url=front.endpoint_url,
+                                            batch_wait_ms=0, events=False))
+        await sink.start()
+        try:
+            for d in ds:
+                await sink.write(d)
+        finally:
+            await sink.close()
+    calls = [target.rpartition(".")[2] for target in front.targets]
+    assert calls == ["DescribeTable"] + ["BatchWriteItem"] * len(ds), calls
+    assert event_items(client, table) == ([], [])
+    reader = DynamoDBSink(DynamoDBOptions(table=table, endpoint_url=endpoint, events=False))
+    try:
+        assert [d.sequence for d in await reader.query(DetectionQuery())] == [0, 1, 2, 3]
+        with pytest.raises(ConfigError, match="keeps no events"):
+            await reader.query_events(DetectionQuery())
+    finally:
+        await reader.close()
+    with pytest.raises(ConfigError, match="its events are turned off"):
+        Notifier.for_sinks([reader, Consumer()])

@@ -49,6 +49,9 @@ class DynamoDBOptions(AwsOptions):
     max_batches_in_flight: int = Field(4, ge=1, description="BatchWriteItem calls at once")
     unprocessed_retries: int = Field(
         8, ge=0, description="retries of UnprocessedItems (with backoff) before the write fails transiently")
+    events: bool = Field(
+        True, description="keep the activity events in the table too (a few more reads and writes "
+        "per detection); false: detections only, and this table is no outbox for event changes")
 
 
 class DynamoDBSink(Sink):
@@ -115,18 +118,24 @@ class DynamoDBSink(Sink):
             await self._stack.aclose()
             self._stack = None
 
+    @property
+    def keeps_events(self) -> bool:
+        return self.options.events
+
     async def write(self, detection: Detection) -> None:
         if self._flusher is None:
             raise RuntimeError(f"{self!r} was not started")
-        if detection.windows and detection.start is None:  # before anyone can read it
+        events = self.options.events
+        if events and detection.windows and detection.start is None:  # before anyone can read it
             await self._events.mark_untimed(detection)
         item = to_item(detection)
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
         await future
-        await self._events.update(detection)
-        self._outbox.touched(item[PARTITION_KEY])
+        if events:
+            await self._events.update(detection)
+            self._outbox.touched(item[PARTITION_KEY])
 
     # -- batching --------------------------------------------------------------------------------
 
@@ -225,6 +234,8 @@ class DynamoDBSink(Sink):
         return await dynamodb_read.query_windows(self, query)
 
     async def query_events(self, query: DetectionQuery) -> list[dict]:
+        if not self.options.events:
+            raise ConfigError(f"sink {self.instance!r} keeps no events (events = false)")
         await self._reader()
         return await query_events(self._events, query)
 

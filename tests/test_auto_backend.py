@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from livewatch.contract import Segment
+from livewatch.errors import ModelError
 from livewatch.model.artifacts import load_artifact
 from livewatch.model.backend import Backend, BackendOptions
 from livewatch.model.backends.auto import self_check
@@ -56,6 +57,65 @@ def test_the_fastest_backend_that_agrees_wins(tiny_i3d_dir):
     assert "no such unit" in results["broken"]["error"]
 
 
+def looks_at_the_picture(name: str, seconds: float, flips_on_yellow: bool) -> type[Backend]:
+    """A backend whose label follows the input: by the mean brightness, and, for one that
+    `flips_on_yellow`, another label where more than 1 % of the pixels are the scene's bright
+    yellow square (which no synthetic check clip has: noise, a ramp, flat grey)."""
+    class Model(LoadedModel):
+        backend_name = name
+
+        def __init__(self, artifact):
+            self.artifact, self.load_ms = artifact, 0.0
+
+        def _forward(self, batch):
+            time.sleep(seconds)
+            out = []
+            for clip in batch:
+                label = int(np.clip((clip.mean() + 2) * 1.25, 0, 4))
+                r, g, b = clip[0], clip[1], clip[2]
+                if flips_on_yellow and np.mean((r > 1.5) & (g > 1.5) & (b < -1.2)) > 0.01:
+                    label = (label + 1) % 5
+                out.append(np.roll(PEAKY, label))
+            return np.stack(out)
+
+    class Fake(Backend):
+        @classmethod
+        def load(cls, artifact, options):
+            return Model(artifact)
+
+    Fake.name = name
+    return Fake
+
+
+def test_on_the_users_own_segments_auto_drops_what_synthetic_clips_pass(tiny_i3d_dir, tmp_path):
+    """The synthetic clips cannot show this backend's disagreement; windows of the user's
+    segments (`check_segments`) do, and it is dropped there, with the share in the results."""
+    from livewatch.testing.media import write_video
+
+    artifact = load_artifact(tiny_i3d_dir)
+    folder = tmp_path / "mine"
+    (folder / "cam").mkdir(parents=True)
+    for k in range(3):
+        write_video(folder / "cam" / f"seg{k}.ts", seconds=2, fps=25, size=(320, 180),
+                    first_frame=50 * k)
+    (folder / "notes.txt").write_text("not video")
+    cands = [("mxnet", looks_at_the_picture("mxnet", 0.02, False), {}),
+             ("fast", looks_at_the_picture("fast", 0.0, True), {})]
+    synthetic = self_check(artifact, cands, BackendOptions(device="cpu"), passes=1)
+    assert synthetic["choice"] == "fast" and synthetic["results"]["fast"]["agrees"]
+    own = self_check(artifact, cands, BackendOptions(device="cpu"), passes=1, segments=folder,
+                     windows=12)
+    fast = own["results"]["fast"]
+    assert own["choice"] == "mxnet" and fast["agrees"] is False
+    assert fast["windows"] == 12 and 0 < fast["top1_agreement"] < 0.98
+    assert own["results"]["mxnet"]["top1_agreement"] == 1.0
+    lenient = self_check(artifact, cands, BackendOptions(device="cpu"), passes=1, segments=folder,
+                         windows=12, min_agreement=fast["top1_agreement"])
+    assert lenient["choice"] == "fast"
+    with pytest.raises(ModelError, match="has no video files"):
+        self_check(artifact, cands, BackendOptions(device="cpu"), segments=tmp_path / "empty")
+
+
 def test_mxnet_wins_when_nothing_else_agrees(tiny_i3d_dir):
     artifact = load_artifact(tiny_i3d_dir)
     found = self_check(artifact, [
@@ -72,8 +132,10 @@ async def test_the_classifier_with_backend_auto_logs_its_choice(tiny_i3d_dir, tm
     video = video_factory("segment.ts", seconds=2, fps=25, size=(320, 180))
     segment = Segment(uri=str(video), stream="cam1", open=lambda: open(video, "rb"))
     detections = {}
-    for backend in ("auto", "mxnet"):
-        classifier = I3DClassifier(I3DClassifier.Options(model=str(model), backend=backend))
+    for backend in ("auto", "mxnet"):  # auto checks on windows of the segment's folder
+        extra = {"check_segments": str(video.parent), "check_windows": 4} if backend == "auto" else {}
+        classifier = I3DClassifier(I3DClassifier.Options(model=str(model), backend=backend,
+                                                         backend_options=extra))
         with caplog.at_level(logging.INFO, logger="livewatch.model.backends.auto"):
             await classifier.start()
         try:
@@ -84,6 +146,7 @@ async def test_the_classifier_with_backend_auto_logs_its_choice(tiny_i3d_dir, tm
             await classifier.close()
     line = next(r.getMessage() for r in caplog.records if "backend auto chose" in r.getMessage())
     assert line.split("backend auto chose ")[1].startswith(chosen)
+    assert f"on windows of {video.parent}" in line and "top-1 same on 100% of 4 windows" in line
     for name in ("mxnet", "onnxruntime", "openvino"):  # all installed here, all tried
         assert f"{name}" in line
     assert detections["auto"].label == detections["mxnet"].label

@@ -35,11 +35,11 @@ from ..artifacts import ModelArtifact
 from ..resolve import resolve_model
 from .onnxruntime import export_onnx
 from ..preprocess import to_tensor
+from ..sample_windows import VIDEO_SUFFIXES, spread_windows, video_files
 from .openvino import INT8_META, OpenVinoModel, int8_path
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".ts", ".mp4", ".m4s", ".mkv", ".mov", ".avi", ".webm")
 _RUN_SCRIPT = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 MIN_AGREEMENT = 0.98  # top-1 agreement with fp32 MXNet on the held-out windows
 
@@ -84,7 +84,7 @@ def quantize(model: str, calibrate: Path, *, windows: int = 300, held_out: float
     started = time.perf_counter()
     python = nncf_python()
     artifact = resolve_model(model, cache_dir)
-    videos = sorted(p for p in Path(calibrate).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = video_files(calibrate)
     if len(videos) < 2:
         raise ModelError(f"--calibrate {calibrate}: found {len(videos)} video files "
                          f"({', '.join(VIDEO_SUFFIXES)}); at least 2 segments are needed, "
@@ -140,32 +140,9 @@ def _run_nncf(python: str, artifact: ModelArtifact, onnx_path: Path, windows: Pa
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _windows(artifact: ModelArtifact, path: Path, per_segment: int):
-    """`per_segment` windows evenly spread through `path`: (T, crop, crop, 3) uint8 each."""
-    import av
-
-    meta = artifact.meta
-    try:
-        with av.open(str(path)) as container:
-            frames = np.stack([f.to_ndarray(format="rgb24", width=meta.resize[0], height=meta.resize[1])
-                               for f in container.decode(container.streams.video[0])])
-    except (av.FFmpegError, ValueError) as exc:  # not video, or no frames
-        log.warning("calibration: skipping %s: %s", path, exc)
-        return
-    h, w = frames.shape[1:3]
-    y, x = int(round((h - meta.crop) / 2.0)), int(round((w - meta.crop) / 2.0))
-    frames = frames[:, y: y + meta.crop, x: x + meta.crop]
-    last = max(0, len(frames) - meta.frames)
-    for start in sorted(set(np.linspace(0, last, per_segment).round().astype(int))):
-        window = frames[start: start + meta.frames]
-        if len(window) < meta.frames:  # a short video: repeat its last frame, as the classifier
-            window = np.concatenate([window, window[-1:].repeat(meta.frames - len(window), 0)])
-        yield window
-
-
 def _write_windows(artifact: ModelArtifact, videos: list[Path], per_segment: int, out: Path) -> int:
     meta = artifact.meta
-    rows = [w for v in videos for w in _windows(artifact, v, per_segment)]
+    rows = [w for v in videos for w in spread_windows(artifact, v, per_segment)]
     if not rows:
         raise ModelError("no calibration window could be decoded")
     array = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8,
@@ -185,7 +162,7 @@ def _check(artifact: ModelArtifact, int8_xml: Path, videos: list[Path], per_segm
     int8 = OpenVinoModel.load(artifact, precision="int8", path=int8_xml)
     same, diffs = 0, []
     for video in videos:
-        for window in _windows(artifact, video, per_segment):
+        for window in spread_windows(artifact, video, per_segment):
             x = to_tensor(window, crop=meta.crop, mean=meta.mean, std=meta.std)
             a, b = fp32.predict(x)[0], int8.predict(x)[0]
             same += int(a.argmax() == b.argmax())

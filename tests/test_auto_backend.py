@@ -17,7 +17,10 @@ from livewatch.testing.models import with_peaky_head
 PEAKY = np.array([0.7, 0.2, 0.05, 0.03, 0.02], np.float32)
 
 
-def fake_backend(name: str, probs: np.ndarray, seconds: float, fails: bool = False) -> type[Backend]:
+def fake_backend(name: str, probs, seconds: float, fails: bool = False,
+                 label_of=None) -> type[Backend]:
+    """A backend whose model answers `probs` for every clip after `seconds`, or, given
+    `label_of`, `probs` rolled to label_of(clip); one that `fails` cannot load."""
     class Model(LoadedModel):
         backend_name = name
 
@@ -26,7 +29,7 @@ def fake_backend(name: str, probs: np.ndarray, seconds: float, fails: bool = Fal
 
         def _forward(self, batch):
             time.sleep(seconds)
-            return np.tile(probs, (len(batch), 1))
+            return np.stack([np.roll(probs, label_of(clip) if label_of else 0) for clip in batch])
 
     class Fake(Backend):
         @classmethod
@@ -61,30 +64,13 @@ def looks_at_the_picture(name: str, seconds: float, flips_on_yellow: bool) -> ty
     """A backend whose label follows the input: by the mean brightness, and, for one that
     `flips_on_yellow`, another label where more than 1 % of the pixels are the scene's bright
     yellow square (which no synthetic check clip has: noise, a ramp, flat grey)."""
-    class Model(LoadedModel):
-        backend_name = name
+    def label_of(clip):
+        label = int(np.clip((clip.mean() + 2) * 1.25, 0, 4))
+        r, g, b = clip[0], clip[1], clip[2]
+        yellow = np.mean((r > 1.5) & (g > 1.5) & (b < -1.2)) > 0.01
+        return (label + 1) % 5 if flips_on_yellow and yellow else label
 
-        def __init__(self, artifact):
-            self.artifact, self.load_ms = artifact, 0.0
-
-        def _forward(self, batch):
-            time.sleep(seconds)
-            out = []
-            for clip in batch:
-                label = int(np.clip((clip.mean() + 2) * 1.25, 0, 4))
-                r, g, b = clip[0], clip[1], clip[2]
-                if flips_on_yellow and np.mean((r > 1.5) & (g > 1.5) & (b < -1.2)) > 0.01:
-                    label = (label + 1) % 5
-                out.append(np.roll(PEAKY, label))
-            return np.stack(out)
-
-    class Fake(Backend):
-        @classmethod
-        def load(cls, artifact, options):
-            return Model(artifact)
-
-    Fake.name = name
-    return Fake
+    return fake_backend(name, PEAKY, seconds, label_of=label_of)
 
 
 def test_on_the_users_own_segments_auto_drops_what_synthetic_clips_pass(tiny_i3d_dir, tmp_path):

@@ -15,6 +15,14 @@ explicitly): DynamoDB's UnprocessedItems (`front.AwsFront`), CloudFormation's sl
 statuses and events (`cloudformation.CloudFormationFront`), a slow SageMaker endpoint
 (`serving.EndpointFront.slow`); the threaded server and pass-through they share: `http_front`.
 """
-from .doubles import ListSource, RecordingSink, fake_segment
-
 __all__ = ["ListSource", "RecordingSink", "fake_segment"]
+
+
+def __getattr__(name: str):
+    """The doubles, imported on first use: importing them here, before pytest loads them as a
+    plugin (`pytest_plugin`), would keep pytest from rewriting their asserts."""
+    if name in __all__:
+        from . import doubles
+
+        return getattr(doubles, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ What it does, in order (decoding first, before CUDA is initialised in this proce
 1. makes 10 s H.264 segments at 720p30 and 1080p30 and measures decode throughput with N worker
    processes (`gpu_decode`): the daemon's one-window decode and the whole-segment decode that
    ``windows = "cover"`` needs;
-2. builds I3D-ResNet50 from the versioned skeleton (`gpu_weights`: graph and shapes, no weights),
+2. builds I3D-ResNet50 from the skeleton made here and carried along (`gpu_weights`: graph and shapes, no weights),
    fills in deterministic weights and calibrates BatchNorm and a peaky head on 12 clips;
 3. times `TorchModel.predict` (float32 host batch in, probabilities out, as the classifier
    calls it), the bare forward pass (input already on the GPU) and its CUDA-graph replay
@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
                                            count=args.clips or (16 if q else 64),
                                            calibration=6 if q else 12)
     report["clips"] = {"agreement": len(clips), "calibration": len(calibration), "kinds": kinds}
+    if not gpu_weights.SKELETON.is_file():
+        raise SystemExit(f"{gpu_weights.SKELETON} is missing: make it where MXNet is "
+                         "(`.venv/bin/python -m benchmarks.gpu_weights`) and bring it along")
     model = onnx.load(str(gpu_weights.SKELETON))
     if q:  # the skeleton declares 32x224x224; the network takes any size (global pooling)
         for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:

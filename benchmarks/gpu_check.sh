@@ -2,8 +2,10 @@
 # The GPU check (issue 17; see benchmarks/gpu_check.py), for a GPU machine whose python3 has torch,
 # onnx, onnxruntime and numpy but no PyAV, pydantic, m3u8 or watchfiles: cp312 wheels in .whl/.
 #   benchmarks/gpu_check.sh --wheels   here, with network: download the wheels into .whl/
+#   .venv/bin/python -m benchmarks.gpu_weights   here too: the weightless I3D graph it builds from
 #   benchmarks/gpu_check.sh [ARGS]     there: install .whl/ into /tmp/site if needed, run the check
-# The device call (this workplace's `run`): carry [".whl"], timeout_s 420, command:
+# The device call (this workplace's `run`): carry [".whl", "benchmarks/i3d_resnet50.skeleton.onnx"],
+# timeout_s 420, command:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; set -o pipefail; benchmarks/gpu_check.sh --out $OUT 2>&1 | tee $OUT/gpu_check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."

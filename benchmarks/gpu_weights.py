@@ -1,11 +1,12 @@
 """The I3D-ResNet50 graph for `gpu_check` without its 110 MB of weights: a skeleton made here, the
 weights made again, deterministically, on the GPU machine.
 
-``python -m benchmarks.gpu_weights`` (here, where MXNet is) exports the benchmark's random
-I3D-ResNet50 (101 classes, `benchmarks.model`) to ONNX as the ``torch`` and ``onnxruntime``
-backends read it, and writes `SKELETON`: the same graph with every convolution, BatchNorm and dense
-tensor emptied (its dims kept). ~30 KB, versioned, so the GPU machine needs neither MXNet nor a copy
-of the weights.
+``python -m benchmarks.gpu_weights`` (here, where MXNet is; `build`, ~10 s) exports the
+benchmark's random I3D-ResNet50 (101 classes, `benchmarks.model`) to ONNX as the ``torch`` and
+``onnxruntime`` backends read it, and writes `SKELETON`: the same graph with every convolution,
+BatchNorm and dense tensor emptied (its dims kept). ~40 KB, made the same byte for byte each time
+and carried to the GPU machine with the check (not in git), so that machine needs neither MXNet
+nor a copy of the weights.
 
 There, `regenerate` fills them in: He-initialised convolutions (normal, std sqrt(2 / fan_in)),
 BatchNorm as the identity, a dense head; then `calibrate` does what training leaves in a network:
@@ -115,11 +116,17 @@ def calibrate(model, clips: np.ndarray, device: str = "cpu"):
     return model
 
 
-if __name__ == "__main__":  # python -m benchmarks.gpu_weights [CACHE_DIR]
+def build(cache: Path, dest: Path = SKELETON) -> Path:
+    """The skeleton of the benchmark's random I3D-ResNet50 (exported into `cache` unless it is
+    there already) at `dest`. Needs MXNet."""
     from benchmarks.model import ensure_model
     from livewatch.model.artifacts import load_artifact
     from livewatch.model.backends.onnxruntime import export_onnx
 
-    cache = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/.cache/model")
-    path = export_onnx(load_artifact(ensure_model(cache)))
-    print(make_skeleton(path), SKELETON.stat().st_size, "bytes")
+    return make_skeleton(export_onnx(load_artifact(ensure_model(cache))), dest)
+
+
+if __name__ == "__main__":  # python -m benchmarks.gpu_weights [CACHE_DIR [DEST]]
+    path = build(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/.cache/model"),
+                 Path(sys.argv[2]) if len(sys.argv) > 2 else SKELETON)
+    print(path, path.stat().st_size, "bytes")

@@ -29,7 +29,11 @@ def test_torch_backend_checks_pass_in_the_torch_venv(tiny_i3d_dir, tmp_path):
     model_dir = with_input_shape(tiny_i3d_dir, tmp_path / "model", frames=8, crop=112,
                                  resize=(171, 128), name="tiny-i3d")
     export_onnx(load_artifact(model_dir))  # beside the model: the checks read it, MXNet-free
+    skeleton = tmp_path / "skeleton.onnx"  # the GPU check's weightless I3D-ResNet50, made here
+    subprocess.run([sys.executable, "-m", "benchmarks.gpu_weights", str(tmp_path / "i3d-resnet50"),
+                    str(skeleton)], cwd=ROOT, check=True, capture_output=True, timeout=300)
     env = {**os.environ, "LIVEWATCH_TORCH_CHECK_MODEL": str(model_dir),
+           "LIVEWATCH_TORCH_CHECK_SKELETON": str(skeleton),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
         [str(TORCH_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -43,6 +43,16 @@ def sink_for(endpoint: str, table: str, settings: EventSettings) -> DynamoDBSink
     return sink
 
 
+async def write_all(sink: DynamoDBSink, detections) -> None:
+    """Start `sink`, write `detections` in order, close it."""
+    await sink.start()
+    try:
+        for d in detections:
+            await sink.write(d)
+    finally:
+        await sink.close()
+
+
 @pytest.mark.parametrize("seed", range(2))
 async def test_event_items_equal_the_events_of_all_windows_whatever_the_order(backend, seed):
     endpoint, client, _ = backend
@@ -53,13 +63,7 @@ async def test_event_items_equal_the_events_of_all_windows_whatever_the_order(ba
     settings = EventSettings(max_gap=5.0, min_duration=2.0)
     order = timed + mixed + rng.sample(timed + mixed, k=6)  # and a few redeliveries
     rng.shuffle(order)
-    sink = sink_for(endpoint, table, settings)
-    await sink.start()
-    try:
-        for d in order:
-            await sink.write(d)
-    finally:
-        await sink.close()
+    await write_all(sink_for(endpoint, table, settings), order)
     want = expected(timed + mixed, settings)
     assert {e["clock"] for e in want} == {"program-date-time", "sequence"}
     current, _ = event_items(client, table)
@@ -126,16 +130,8 @@ def test_livewatch_events_lists_the_tables_events(aws_env, moto_server, tmp_path
     client = boto3.client("dynamodb")
     table = make_table(client)
 
-    async def write() -> None:
-        sink = sink_for(moto_server.endpoint_url, table, EventSettings())
-        await sink.start()
-        try:
-            for d in scripted() + [detection(0, [("walk", 0.9)] * 2, stream="cam2")]:
-                await sink.write(d)
-        finally:
-            await sink.close()
-
-    asyncio.run(write())
+    asyncio.run(write_all(sink_for(moto_server.endpoint_url, table, EventSettings()),
+                          scripted() + [detection(0, [("walk", 0.9)] * 2, stream="cam2")]))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     result = runner.invoke(cli, ["events", "--dynamodb", table, "--stream", "cam1", "--format", "json",
@@ -236,14 +232,8 @@ async def test_with_events_off_the_sink_writes_detections_only(backend):
     table = make_table(client)
     ds = [detection(seq, [("walk", 0.9)] * 2) for seq in range(4)]
     with AwsFront(endpoint) as front:
-        sink = DynamoDBSink(DynamoDBOptions(table=table, endpoint_url=front.endpoint_url,
-                                            batch_wait_ms=0, events=False))
-        await sink.start()
-        try:
-            for d in ds:
-                await sink.write(d)
-        finally:
-            await sink.close()
+        await write_all(DynamoDBSink(DynamoDBOptions(table=table, endpoint_url=front.endpoint_url,
+                                                     batch_wait_ms=0, events=False)), ds)
     calls = [target.rpartition(".")[2] for target in front.targets]
     assert calls == ["DescribeTable"] + ["BatchWriteItem"] * len(ds), calls
     assert event_items(client, table) == ([], [])

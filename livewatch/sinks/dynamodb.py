@@ -80,6 +80,10 @@ class DynamoDBSink(Sink):
         self._stack = contextlib.AsyncExitStack()
         self._client = await open_client(self._stack, "dynamodb", self.options)
 
+    def plain(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item as the client returns it ({"S": ...} and the like) as plain Python values."""
+        return {k: self._deserialize(v) for k, v in item.items()}
+
     async def start(self) -> None:
         await self._open()
         table = self.options.table
@@ -279,7 +283,7 @@ class DynamoDBSink(Sink):
             kwargs["Limit"] = limit
         while True:
             response = await self._client.query(**kwargs)
-            items += [{k: self._deserialize(v) for k, v in i.items()} for i in response["Items"]]
+            items += [self.plain(i) for i in response["Items"]]
             if "LastEvaluatedKey" not in response or (limit and len(items) >= limit):
                 return items[:limit] if limit else items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -219,8 +219,7 @@ class EventTable:
         out = []
         while True:
             response = await self.call(operation, ConsistentRead=True, **kwargs)
-            out += [from_item({k: self.sink._deserialize(v) for k, v in i.items()})
-                    for i in response["Items"]]
+            out += [from_item(self.sink.plain(i)) for i in response["Items"]]
             if "LastEvaluatedKey" not in response:
                 return out
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]

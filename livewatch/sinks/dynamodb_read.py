@@ -70,7 +70,7 @@ async def _scan(sink, since: str | None) -> list[dict[str, Any]]:
     items = []
     while True:
         response = await sink._client.scan(**kwargs)
-        items += [{k: sink._deserialize(v) for k, v in i.items()} for i in response["Items"]]
+        items += [sink.plain(i) for i in response["Items"]]
         if "LastEvaluatedKey" not in response:
             return items
         kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]

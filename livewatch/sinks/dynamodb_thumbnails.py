@@ -74,7 +74,7 @@ class Thumbnails:
             Key={PARTITION_KEY: {"S": stream or NO_STREAM}, SORT_KEY: {"S": key}},
             ProjectionExpression="#windows", ExpressionAttributeNames={"#windows": "Windows"})
         item = response.get("Item")
-        return {k: sink._deserialize(v) for k, v in item.items()} if item else None
+        return sink.plain(item) if item else None
 
     async def _find(self, uri: str) -> dict[str, Any] | None:
         sink = self.sink
@@ -87,7 +87,7 @@ class Thumbnails:
         while True:
             response = await sink._client.scan(**kwargs)
             if response["Items"]:
-                return {k: sink._deserialize(v) for k, v in response["Items"][0].items()}
+                return sink.plain(response["Items"][0])
             if "LastEvaluatedKey" not in response:
                 return None
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
